@@ -1,0 +1,135 @@
+"""Configuration of the curation stages: one dataclass per stage, defaults that suit feature films."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Decoder = Literal["auto", "pyav", "decord"]
+
+
+@dataclass
+class ProbeConfig:
+    # Fewer frames than this is not a video we can cut a shot from.
+    min_frames: int = 8
+    # "auto" uses decord where it reproduces FFmpeg's frame numbering and PyAV elsewhere.
+    decoder: Decoder = "auto"
+    # Frames compared between decord and PyAV when deciding whether decord can be trusted.
+    decoder_check_frames: int = 8
+    # FFmpeg decoding threads per video (0 = FFmpeg decides). One, because Ray runs a video per CPU.
+    decode_threads: int = 1
+
+
+@dataclass
+class DetectConfig:
+    detector: Literal["adaptive", "content"] = "adaptive"
+    # Frames are decoded at this width (aspect kept) for detection; PySceneDetect's own default.
+    analysis_width: int = 256
+    adaptive_threshold: float = 3.0
+    min_content_val: float = 15.0
+    content_threshold: float = 27.0
+    # Minimum frames between two hard cuts.
+    min_scene_len: int = 8
+    # A frame whose mean luma (0-255) is below this is black and belongs to no shot.
+    black_luma: float = 16.0
+    # Fade ramps: each frame towards black is darker than the last by at least this much luma.
+    fade_min_step: float = 0.3
+    # Gradual transitions are fitted on gray thumbnails of this size (width, height).
+    thumb_size: tuple[int, int] = (32, 18)
+    # Dissolve candidates: contrast (luma std) dips to at most this share of the line between
+    # the frames `w` before and after, for a w in `dissolve_scales` ...
+    dissolve_scales: tuple[int, ...] = (4, 8, 12, 16)
+    dissolve_max_contrast_ratio: float = 0.9
+    # ... while the two sides differ by at least this much (RMS gray levels on thumbnails).
+    transition_min_change: float = 10.0
+    # A dissolve: frames fit a linear blend of the frames around them within this relative
+    # residual, and some frame is at least `dissolve_min_in_between` away from both sides.
+    transition_max_residual: float = 0.3
+    dissolve_min_in_between: float = 0.3
+    # No frame-to-frame step inside a dissolve is larger than this share of the whole change.
+    dissolve_max_step: float = 0.35
+    min_dissolve_frames: int = 3
+    max_dissolve_frames: int = 48
+
+
+@dataclass
+class FilterConfig:
+    min_duration_s: float = 1.0
+    max_duration_s: float = 60.0
+    # Mean luma (0-255) under which a shot is too dark to caption or learn from.
+    min_brightness: float = 20.0
+    # Mean absolute frame-to-frame change (gray levels on thumbnails) under which a shot is static.
+    min_motion: float = 0.25
+
+
+def _default_tiers() -> dict[str, int]:
+    return {"5s": 81, "15s": 241, "60s": 961}
+
+
+@dataclass
+class SceneConfig:
+    fps: float = 16.0
+    # Tier name -> clip length in frames at `fps`; every length must be 4k+1.
+    tiers: dict[str, int] = field(default_factory=_default_tiers)
+    min_shots: int = 2
+    max_shots: int = 13
+    # Shortest shot kept inside a scene, in output frames (2 latent frames).
+    min_shot_frames: int = 8
+    # Longest gap (transition frames left out) between two shots that still makes them contiguous.
+    max_gap_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name, frames in self.tiers.items():
+            if frames % 4 != 1:
+                raise ValueError(f"tier {name!r}: {frames} frames is not 4k+1")
+
+
+@dataclass
+class ClipConfig:
+    width: int = 832
+    height: int = 480
+    crf: int = 18
+    preset: str = "veryfast"
+    # Sources smaller than the clip are upscaled and the factor is recorded in the manifest;
+    # set False to skip such videos instead.
+    allow_upscale: bool = True
+
+
+@dataclass
+class CurationConfig:
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    scenes: SceneConfig = field(default_factory=SceneConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CurationConfig":
+        return _build(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "CurationConfig":
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Build a (nested) dataclass from a dict, rejecting unknown keys so typos fail loudly."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if is_dataclass(default) and isinstance(value, dict):
+            value = _build(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,149 @@
+"""Frame readers that agree on FFmpeg's frame numbering.
+
+Two decoders sit behind one small interface: PyAV (FFmpeg itself, so its sequential decode
+order *is* FFmpeg's numbering) and decord (faster, with cheap random access). decord is only
+used for a file after `decord_agrees_with_ffmpeg` has checked it: on some files (seen on
+MPEG-2) decord's frame i is not FFmpeg's frame i, and every cut, clip and manifest must use
+FFmpeg's numbering.
+
+Readers yield RGB uint8 arrays of shape [height, width, 3].
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# decord holds a batch of decoded frames in memory at once; keep batches small at full size.
+_DECORD_BATCH = 16
+
+
+def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    """Size with the given width (never wider than the source), aspect kept, both dims even."""
+    target_width = min(target_width, width)
+    target_height = max(2, round(height * target_width / width / 2) * 2)
+    return max(2, target_width // 2 * 2), target_height
+
+
+class FrameReader(Protocol):
+    name: str
+
+    def frames(self, width: int, height: int) -> Iterator[np.ndarray]:
+        """Every frame in decode order, resized to width x height."""
+
+    def frames_at(
+        self, indices: Sequence[int], width: int, height: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, frame) for each of the given ascending, unique frame indices."""
+
+
+class PyAVReader:
+    name = "pyav"
+
+    def __init__(self, path: str, threads: int = 1, interpolation: str = "BILINEAR") -> None:
+        self.path = path
+        self.threads = threads
+        self.interpolation = interpolation
+
+    def frames(self, width: int, height: int) -> Iterator[np.ndarray]:
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = self.threads
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(
+                    width=width, height=height, format="rgb24", interpolation=self.interpolation
+                )
+
+    def frames_at(
+        self, indices: Sequence[int], width: int, height: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        # Decoding from the start is the only way to be sure of FFmpeg's numbering for any
+        # file (seeking lands on timestamps, not frame numbers); callers batch their requests
+        # so one pass serves all clips of a video.
+        if not indices:
+            return
+        wanted = iter(indices)
+        target = next(wanted)
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = self.threads
+            for index, frame in enumerate(container.decode(stream)):
+                if index < target:
+                    continue
+                yield index, frame.to_ndarray(
+                    width=width, height=height, format="rgb24", interpolation=self.interpolation
+                )
+                target = next(wanted, None)
+                if target is None:
+                    return
+        raise EOFError(f"{self.path}: decoded {index + 1} frames, frame {target} was requested")
+
+
+class DecordReader:
+    name = "decord"
+
+    def __init__(self, path: str, threads: int = 1) -> None:
+        self.path = path
+        self.threads = threads
+
+    def _open(self, width: int, height: int):
+        import decord
+
+        return decord.VideoReader(self.path, width=width, height=height, num_threads=self.threads)
+
+    def frames(self, width: int, height: int) -> Iterator[np.ndarray]:
+        reader = self._open(width, height)
+        for _ in range(len(reader)):
+            yield reader.next().asnumpy()
+
+    def frames_at(
+        self, indices: Sequence[int], width: int, height: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        reader = self._open(width, height)
+        for start in range(0, len(indices), _DECORD_BATCH):
+            batch = list(indices[start : start + _DECORD_BATCH])
+            if batch[-1] >= len(reader):
+                raise EOFError(f"{self.path}: has {len(reader)} frames, frame {batch[-1]} was requested")
+            yield from zip(batch, reader.get_batch(batch).asnumpy())
+
+
+def open_reader(path: str, decoder: str, threads: int = 1) -> FrameReader:
+    if decoder == "decord":
+        return DecordReader(path, threads=threads)
+    if decoder == "pyav":
+        return PyAVReader(path, threads=threads)
+    raise ValueError(f"unknown decoder {decoder!r} (expected 'pyav' or 'decord')")
+
+
+def decord_agrees_with_ffmpeg(
+    path: str, container_frames: int, num_checks: int = 8, window: int = 300
+) -> tuple[bool, str]:
+    """Whether decord numbers this file's frames as FFmpeg does, and why not if it doesn't.
+
+    Checks that decord's frame count equals the container's and that frames spread over the
+    first `window` frames look the same through both decoders (at thumbnail size, where
+    scaler differences are far below the difference between neighbouring frames).
+    """
+    if container_frames <= 0:
+        return False, "container does not state its frame count"
+    try:
+        decord_reader = DecordReader(path)._open(64, 36)
+    except Exception as exc:  # decord raises its own DECORDError for files FFmpeg reads fine
+        return False, f"decord cannot open the file: {exc}"
+    if len(decord_reader) != container_frames:
+        return False, f"decord counts {len(decord_reader)} frames, the container {container_frames}"
+    span = min(window, container_frames)
+    indices = sorted({round(i * (span - 1) / max(1, num_checks - 1)) for i in range(num_checks)})
+    reference = dict(PyAVReader(path).frames_at(indices, 64, 36))
+    candidates = decord_reader.get_batch(indices).asnumpy().astype(np.int16)
+    for index, frame in zip(indices, candidates):
+        error = np.abs(frame - reference[index]).mean()
+        if error > 4.0:
+            return False, f"decord frame {index} differs from FFmpeg's (mean abs error {error:.1f})"
+    return True, "frame count and sampled frames agree"
