@@ -1,0 +1,89 @@
+"""`python -m curation scenes` on good videos mixed with bad inputs: manifests, clips, failures."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import av
+import pytest
+import yaml
+
+from curation.config import DetectConfig
+from curation.manifests import read_manifest
+from curation.probe import probe_video
+from curation.shots import detect_shots
+
+CLIP_CONFIG = {
+    "clips": {"width": 160, "height": 96},
+    "scenes": {"tiers": {"3s": 49, "5s": 81}},
+}
+
+
+def _command(args):
+    """Run as root without the capability to bypass file permissions, so an unreadable file is
+    unreadable even to root (CI runs as root)."""
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        caps = "-dac_override,-dac_read_search"
+        return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *args]
+    return args
+
+
+@pytest.fixture(scope="module")
+def curated(mixed_folder, tmp_path_factory):
+    folder, bad, good = mixed_folder
+    out = tmp_path_factory.mktemp("curated")
+    config = out / "config.yaml"
+    config.write_text(yaml.safe_dump(CLIP_CONFIG))
+    run = subprocess.run(
+        _command([sys.executable, "-m", "curation", "scenes", str(folder), str(out / "run"), "--config", str(config)]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    return out / "run", bad, good, json.loads(run.stdout)
+
+
+def test_every_bad_input_is_a_failure_row_with_its_reason(curated):
+    out, bad, good, summary = curated
+    videos = {os.path.basename(r["uri"]): r for r in read_manifest(out / "manifests" / "videos.parquet")}
+    assert set(videos) == set(bad) | set(good)
+    for name, words in bad.items():
+        assert videos[name]["status"] == "failed", name
+        assert words in videos[name]["error"], (name, videos[name]["error"])
+    for name in good:
+        assert videos[name]["status"] == "ok", (name, videos[name]["error"])
+        assert videos[name]["num_frames"] > 0 and videos[name]["fps"] > 0
+    assert summary["failed"] == len(bad)
+
+
+def test_every_good_video_has_shots_and_clips(curated):
+    out, bad, good, _ = curated
+    videos = {r["video_id"]: os.path.basename(r["uri"]) for r in read_manifest(out / "manifests" / "videos.parquet")}
+    shots = read_manifest(out / "manifests" / "shots.parquet")
+    scenes = read_manifest(out / "manifests" / "scenes.parquet")
+    assert {videos[s["video_id"]] for s in shots} == set(good)
+    assert {videos[s["video_id"]] for s in scenes if s["status"] == "ok"} == set(good)
+    assert all(s["drop_reason"] for s in shots if not s["kept"])
+    assert all(s["clip_path"] and os.path.exists(s["clip_path"]) for s in scenes if s["status"] == "ok")
+    bikes = [s for s in scenes if videos[s["video_id"]] == "b_bikes.mp4"]
+    assert all(s["upscale"] == 1.0 for s in bikes)  # 640x272 covers a 160x96 clip
+    assert not list((out / "clips").glob("*.partial.mp4"))
+
+
+def test_clips_have_4k_plus_1_frames_and_cuts_where_the_manifest_says(curated):
+    out, *_ = curated
+    scenes = [s for s in read_manifest(out / "manifests" / "scenes.parquet") if s["status"] == "ok"]
+    assert scenes
+    for scene in scenes:
+        with av.open(scene["clip_path"]) as container:
+            stream = container.streams.video[0]
+            decoded = sum(1 for _ in container.decode(stream))
+            assert (stream.codec_context.width, stream.codec_context.height) == (160, 96)
+        assert decoded == scene["num_frames"] and decoded % 4 == 1
+        assert all(f % 4 == 1 for f in scene["shot_cut_frames"])
+        assert scene["shot_cut_frames"] == scene["shot_start_frames"][1:]
+        detection = detect_shots(probe_video(scene["clip_path"]), DetectConfig())
+        assert [s for s, _ in detection.shots][1:] == scene["shot_cut_frames"], scene["key"]

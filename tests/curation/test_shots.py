@@ -1,0 +1,70 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from curation.config import DetectConfig
+from curation.probe import probe_video
+from curation.shots import detect_shots
+
+# Where the cuts of bikes.mp4 are (checked by eye, frame by frame).
+BIKES_CUTS = [30, 76, 137, 187, 242]
+
+
+def _overlaps(shot, span):
+    return shot[0] < span[1] and span[0] < shot[1]
+
+
+def test_synthetic_hard_cuts_exact_and_no_transition_frame_in_a_shot(multishot):
+    path, truth = multishot
+    detection = detect_shots(probe_video(path), DetectConfig())
+    assert detection.num_frames == truth.num_frames
+    starts = {s for s, _ in detection.shots}
+    ends = {e for _, e in detection.shots}
+    for cut in truth.cuts:
+        assert cut in starts and cut in ends, f"hard cut at {cut} not found exactly: {detection.shots}"
+    for start, end, kind in truth.transitions:
+        for shot in detection.shots:
+            assert not _overlaps(shot, (start, end)), f"{kind} frames {start}-{end} inside shot {shot}"
+    # Every true shot is still found, as one shot that keeps most of its frames.
+    for start, end in truth.shots:
+        covering = [s for s in detection.shots if _overlaps(s, (start, end))]
+        assert len(covering) == 1, f"true shot {start}-{end} split into {covering}"
+        kept = min(end, covering[0][1]) - max(start, covering[0][0])
+        assert kept >= 0.6 * (end - start)
+    kinds = sorted(t.kind for t in detection.transitions)
+    assert kinds == ["dissolve", "fade"]
+
+
+@pytest.mark.parametrize("detector", ["adaptive", "content"])
+def test_bikes_cuts_found_and_nothing_else(bikes_path, detector):
+    detection = detect_shots(probe_video(bikes_path), DetectConfig(detector=detector))
+    edges = {s for s, _ in detection.shots} | {e for _, e in detection.shots}
+    boundaries = sorted(edges - {0, detection.num_frames})
+    assert len(boundaries) == len(BIKES_CUTS), boundaries
+    for found, expected in zip(boundaries, BIKES_CUTS):
+        assert abs(found - expected) <= 1
+    assert detection.transitions == []
+
+
+def test_decoders_agree_on_shots(bikes_path):
+    info = probe_video(bikes_path)
+    assert info.decoder == "decord"  # an mp4 whose frame count decord reproduces
+    by_decord = detect_shots(info, DetectConfig()).shots
+    info.decoder = "pyav"
+    assert detect_shots(info, DetectConfig()).shots == by_decord
+
+
+def test_shots_cli_prints_json(bikes_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "curation", "shots", bikes_path, "--detector", "adaptive"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result = json.loads(out)
+    assert result["video"] == bikes_path
+    assert result["num_frames"] == 250 and result["fps"] == 25.0
+    assert [s["start_frame"] for s in result["shots"]][1:] == BIKES_CUTS
+    assert all(s["end_frame"] > s["start_frame"] for s in result["shots"])
