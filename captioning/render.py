@@ -31,16 +31,13 @@ def holocine_prompt(global_caption: str, shot_captions: Sequence[str]) -> str:
 
 
 def global_text(caption: Caption) -> str:
-    """The global caption as HoloCine needs it: every character introduced with its appearance.
+    """The global caption as HoloCine needs it: each character introduced, then the scene.
 
-    HoloCine's own prompts introduce each character in the global caption ("[character1] is a …");
-    a character the VLM defined but never mentioned there is introduced in front of it.
+    HoloCine's prompts introduce every character with its appearance ("[character1] is a …")
+    before the setting. The VLM gives appearances in ``characters`` and the setting and action in
+    ``global_caption``; joining them here makes every introduction present and worded alike.
     """
-    intros = [
-        f"{tag} is {description.rstrip('.')}."
-        for tag, description in caption.characters.items()
-        if tag not in caption.global_caption
-    ]
+    intros = [f"{tag} is {description.rstrip('.')}." for tag, description in caption.characters.items()]
     return _clean(" ".join([*intros, caption.global_caption]))
 
 

@@ -12,7 +12,10 @@ COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 40), (200, 40
 
 
 def write_multishot_video(path: Path, shot_lengths: Sequence[int], size: int = 128, fps: int = 16) -> list[tuple[int, int]]:
-    """Write one solid colour (with a moving bar, so frames differ) per shot; return the shot spans."""
+    """Write one solid colour per shot, a bar moving across the bottom half; return the shot spans.
+
+    The top half stays the shot's plain colour, so a test can tell which shot a frame came from.
+    """
     spans, start = [], 0
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -24,7 +27,7 @@ def write_multishot_video(path: Path, shot_lengths: Sequence[int], size: int = 1
                 image = np.empty((size, size, 3), dtype=np.uint8)
                 image[:] = colour
                 bar = (j * 7) % (size - 8)
-                image[:, bar : bar + 8] = 255 - colour
+                image[size // 2 :, bar : bar + 8] = 255 - colour
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 container.mux(stream.encode(frame))
             spans.append((start, start + length))
