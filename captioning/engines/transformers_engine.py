@@ -98,7 +98,8 @@ class TransformersEngine:
         return [i for i in ids if i is not None] or [self.processor.tokenizer.eos_token_id]
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(schema, sort_keys=True)
+        # Not sort_keys: xgrammar emits properties in the schema's order, which the prompt describes.
+        key = json.dumps(schema)
         if key not in self._grammars:
             # Compact separators: the schema's length bound assumes no free whitespace.
             self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
