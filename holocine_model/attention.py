@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -358,8 +359,14 @@ class ShotSelfAttention:
             block_mask = create_block_mask(mask_mod, batch, None, seq, seq, device=q.device, _compile=q.is_cuda)
             self._cache[key] = (block_mask, compat_score if self.compat else None)
         block_mask, score_mod = self._cache[key]
-        fn = _compiled_flex() if q.is_cuda else flex_attention
-        out = fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), score_mod=score_mod, block_mask=block_mask)
+        args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        if q.is_cuda:
+            out = _compiled_flex()(*args, score_mod=score_mod, block_mask=block_mask)
+        else:
+            # Eager (unfused) FlexAttention is the CPU path on purpose: a reference for tests.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+                out = flex_attention(*args, score_mod=score_mod, block_mask=block_mask)
         return out.transpose(1, 2)
 
 

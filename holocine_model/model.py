@@ -52,7 +52,9 @@ def _layer_norm_fp32(x: torch.Tensor, eps: float, norm: nn.LayerNorm | None = No
     return F.layer_norm(x.float(), x.shape[-1:], norm.weight.float(), norm.bias.float(), eps)
 
 
-class SelfAttention(nn.Module):
+class Attention(nn.Module):
+    """q/k/v/o projections with RMS norm of q and k across all heads (Wan's ``qk_norm``)."""
+
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -63,30 +65,22 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
+    def qkv(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries from ``x``, keys and values from ``context``, as [B, S, heads, head_dim]."""
+        heads = (self.num_heads, -1)
+        return (self.norm_q(self.q(x)).unflatten(-1, heads), self.norm_k(self.k(context)).unflatten(-1, heads),
+                self.v(context).unflatten(-1, heads))
+
+
+class SelfAttention(Attention):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attn: ShotSelfAttention) -> torch.Tensor:
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
-        v = self.v(x).unflatten(-1, (self.num_heads, -1))
-        out = attn(apply_rope(q, *rope), apply_rope(k, *rope), v)
-        return self.o(out.flatten(-2))
+        q, k, v = self.qkv(x, x)
+        return self.o(attn(apply_rope(q, *rope), apply_rope(k, *rope), v).flatten(-2))
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
-
+class CrossAttention(Attention):
     def forward(self, x: torch.Tensor, context: torch.Tensor, attn: WindowCrossAttention) -> torch.Tensor:
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1))
-        v = self.v(context).unflatten(-1, (self.num_heads, -1))
-        return self.o(attn(q, k, v).flatten(-2))
+        return self.o(attn(*self.qkv(x, context)).flatten(-2))
 
 
 class WanBlock(nn.Module):
