@@ -251,7 +251,7 @@ class ShotSelfAttention:
         self.backend = "per_shot" if backend == "auto" else backend
         if layout is not None and layout.batch_size != batch_size:
             raise ValueError(f"layout has batch {layout.batch_size}, latents have {batch_size}")
-        frames = layout.frames_per_shot() if layout is not None else [[0]] * batch_size
+        frames = layout.frames_per_shot() if layout is not None else []
         self.shot_tokens = [[n * tokens_per_frame for n in row] for row in frames]
         # One shot without the compat duplicate is plain full attention: no mask, no gathering.
         self.is_full = layout is None or (not compat and all(len(row) == 1 for row in frames))
@@ -328,8 +328,8 @@ class ShotSelfAttention:
         kv_lens = [t.shape[0] for t in ks]
         key = ("flash", q.device)
         if key not in self._cache:
-            cum = lambda lens: torch.tensor([0, *lens], device=q.device).cumsum(0).to(torch.int32)  # noqa: E731
-            self._cache[key] = (cum(q_lens), cum(kv_lens))
+            self._cache[key] = tuple(
+                torch.tensor([0, *lens], device=q.device).cumsum(0).to(torch.int32) for lens in (q_lens, kv_lens))
         cu_q, cu_k = self._cache[key]
         out = fn(q.reshape(batch * seq, heads, dim), torch.cat(ks), torch.cat(vs), cu_q, cu_k, max(q_lens), max(kv_lens))
         return out.reshape(batch, seq, heads, dim)

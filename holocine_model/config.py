@@ -12,8 +12,8 @@ ATTENTION_BACKENDS = ("auto", "dense", "per_shot", "flex", "flash")
 class ModelConfig:
     """Hyper-parameters of a Wan2.1/2.2 text-to-video DiT.
 
-    Defaults are Wan2.1 1.3B. ``attention_backend`` and ``holocine_compat`` are runtime switches
-    (they change no weights) and may be changed on ``model.config`` between calls.
+    Defaults are Wan2.1 1.3B. ``sparse_self_attention``, ``attention_backend`` and ``holocine_compat``
+    are runtime switches (they change no weights) and may be changed on ``model.config`` between calls.
     """
 
     in_channels: int = 16
@@ -28,6 +28,9 @@ class ModelConfig:
     eps: float = 1e-6
     rope_theta: float = 10000.0
     rope_max_len: int = 1024
+    # False: full self-attention over all shots (HoloCine's "full attention" model) while
+    # cross-attention stays windowed; True: sparse inter-shot self-attention.
+    sparse_self_attention: bool = True
     # Self-attention implementation; every backend computes the same function (see attention.py).
     attention_backend: str = "auto"
     # Reproduce the released HoloCine attention quirks exactly (see attention.py for what they are).

@@ -9,7 +9,7 @@ sinusoidal timestep and RoPE angles are computed in float64.
 
 from __future__ import annotations
 
-import logging
+import functools
 import math
 
 import torch
@@ -21,15 +21,20 @@ from .attention import ShotLayout, ShotSelfAttention, WindowCrossAttention
 from .config import ModelConfig
 from .rope import apply_rope, rope_cos_sin
 
-logger = logging.getLogger(__name__)
-
-
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     """Wan's timestep embedding ``[cos(t w), sin(t w)]`` with ``w_i = 10000**(-i / (dim/2))``, in fp32."""
     half = dim // 2
     freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=timesteps.device) / half)
     angles = timesteps.to(torch.float64)[..., None] * freqs
     return torch.cat([angles.cos(), angles.sin()], dim=-1).float()
+
+
+# Tables depend only on the grid: computed once per (grid, device), not once per step.
+_cached_rope = functools.lru_cache(maxsize=4)(rope_cos_sin)
+
+# Parameters Wan keeps in fp32 when the model runs in bf16: the timestep MLPs and modulation tables
+# (Wan computes them under fp32 autocast) and the affine cross-attention norm.
+FP32_PARAMETERS = ("time_embedding", "time_projection", "modulation", "norm3")
 
 
 class RMSNorm(nn.Module):
@@ -191,8 +196,9 @@ class WanDiT(nn.Module):
             text_states = text_states * text_mask[..., None].to(text_states.dtype)
         context = self.text_embedding(text_states.to(self.text_embedding[0].weight.dtype))
 
-        rope = rope_cos_sin(grid, cfg.head_dim, cfg.rope_theta, device=x.device)
-        self_attn = ShotSelfAttention(layout, tokens_per_frame, batch, cfg.attention_backend, cfg.holocine_compat)
+        rope = _cached_rope(grid, cfg.head_dim, cfg.rope_theta, x.device)
+        self_attn = ShotSelfAttention(layout if cfg.sparse_self_attention else None, tokens_per_frame, batch,
+                                      cfg.attention_backend, cfg.holocine_compat)
         cross_attn = WindowCrossAttention(layout, tokens_per_frame, context.shape[1], cfg.holocine_compat)
 
         for block in self.blocks:
@@ -205,6 +211,14 @@ class WanDiT(nn.Module):
         # [B, F*H*W, pt*ph*pw*C] -> [B, C, F*pt, H*ph, W*pw]
         x = x.reshape(batch, *grid, pt, ph, pw, cfg.out_channels)
         return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(batch, cfg.out_channels, *(g * p for g, p in zip(grid, cfg.patch_size)))
+
+    def to_compute_dtype(self, dtype: torch.dtype) -> WanDiT:
+        """Cast to ``dtype`` (e.g. bf16) except ``FP32_PARAMETERS``, which stay fp32 as in Wan."""
+        self.to(dtype)
+        for name, param in self.named_parameters():
+            if any(part in FP32_PARAMETERS for part in name.split(".")):
+                param.data = param.data.float()
+        return self
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""

@@ -15,9 +15,9 @@ def rope_split(head_dim: int) -> tuple[int, int, int]:
     return head_dim - 2 * hw, hw, hw
 
 
-def _axis_angles(positions: torch.Tensor, channels: int, theta: float) -> torch.Tensor:
-    freqs = theta ** (-torch.arange(0, channels, 2, dtype=torch.float64) / channels)
-    return positions.to(torch.float64)[:, None] * freqs[None, :]
+def _axis_angles(length: int, channels: int, theta: float, device: torch.device | None) -> torch.Tensor:
+    freqs = theta ** (-torch.arange(0, channels, 2, dtype=torch.float64, device=device) / channels)
+    return torch.arange(length, dtype=torch.float64, device=device)[:, None] * freqs[None, :]
 
 
 def rope_cos_sin(
@@ -29,11 +29,11 @@ def rope_cos_sin(
     """
     f, h, w = grid
     dt, dh, dw = rope_split(head_dim)
-    at = _axis_angles(torch.arange(f), dt, theta)[:, None, None, :].expand(f, h, w, -1)
-    ah = _axis_angles(torch.arange(h), dh, theta)[None, :, None, :].expand(f, h, w, -1)
-    aw = _axis_angles(torch.arange(w), dw, theta)[None, None, :, :].expand(f, h, w, -1)
+    at = _axis_angles(f, dt, theta, device)[:, None, None, :].expand(f, h, w, -1)
+    ah = _axis_angles(h, dh, theta, device)[None, :, None, :].expand(f, h, w, -1)
+    aw = _axis_angles(w, dw, theta, device)[None, None, :, :].expand(f, h, w, -1)
     angles = torch.cat([at, ah, aw], dim=-1).reshape(f * h * w, head_dim // 2)
-    return angles.cos().float().to(device), angles.sin().float().to(device)
+    return angles.cos().float(), angles.sin().float()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

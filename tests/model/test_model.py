@@ -7,10 +7,8 @@ import torch
 
 from holocine_model import ShotLayout, WanDiT, get_config, load_checkpoint
 
-diffusers = pytest.importorskip("diffusers")
-
-
 def diffusers_tiny(cfg):
+    diffusers = pytest.importorskip("diffusers")  # a test dependency only
     torch.manual_seed(0)
     model = diffusers.WanTransformer3DModel(
         patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
@@ -164,7 +162,7 @@ def test_gradient_checkpointing_gives_the_same_grads():
         torch.testing.assert_close(a, b)
 
 
-def test_bf16_keeps_modulation_in_fp32_and_tracks_fp32():
+def test_bf16_keeps_timestep_path_modulation_and_norms_in_fp32():
     cfg = get_config("tiny")
     torch.manual_seed(0)
     model = WanDiT(cfg).eval()
@@ -172,9 +170,38 @@ def test_bf16_keeps_modulation_in_fp32_and_tracks_fp32():
     t = torch.tensor([900.0, 100.0])
     with torch.no_grad():
         ref = model(latents, t, text, layout=multi_shot_layout())
-        out = model.to(torch.bfloat16)(latents, t, text, layout=multi_shot_layout())
+        model.to_compute_dtype(torch.bfloat16)
+        out = model(latents, t, text, layout=multi_shot_layout())
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert dtypes["blocks.0.self_attn.q.weight"] == torch.bfloat16
+    assert dtypes["blocks.0.modulation"] == dtypes["head.modulation"] == torch.float32
+    assert dtypes["time_projection.1.weight"] == dtypes["blocks.1.norm3.weight"] == torch.float32
     assert out.dtype == torch.bfloat16
     assert rel_err(out.float(), ref) < 3e-2
+
+
+def test_full_self_attention_switch_keeps_window_cross_attention():
+    # HoloCine's "full attention" model: every token sees every shot, text stays windowed.
+    torch.manual_seed(0)
+    # One block, so a change can only travel along one self-attention hop.
+    model = WanDiT(get_config("tiny", num_layers=1, sparse_self_attention=False)).eval()
+    latents, text = inputs(batch=1, frames=4, text_len=12)
+    layout = ShotLayout.from_frames_per_shot([[2, 2]], global_spans=[[0, 3]], shot_spans=[[[3, 6], [6, 9]]])
+    with torch.no_grad():
+        windowed = model(latents, torch.tensor([500.0]), text, layout=layout)
+        full = model(latents, torch.tensor([500.0]), text, layout=layout.without_text_spans())
+        model.config.sparse_self_attention = True
+        sparse = model(latents, torch.tensor([500.0]), text, layout=layout)
+    assert not torch.allclose(windowed, full) and not torch.allclose(windowed, sparse)
+    # Shot 1's last frame sees shot 0's second frame only under full self-attention.
+    latents2 = latents.clone()
+    latents2[:, :, 1] += 1.0  # second frame of shot 0 (not a summary frame)
+    model.config.sparse_self_attention = False
+    with torch.no_grad():
+        changed_full = not torch.allclose(model(latents2, torch.tensor([500.0]), text, layout=layout)[:, :, 3], windowed[:, :, 3])
+        model.config.sparse_self_attention = True
+        changed_sparse = not torch.allclose(model(latents2, torch.tensor([500.0]), text, layout=layout)[:, :, 3], sparse[:, :, 3])
+    assert changed_full and not changed_sparse
 
 
 def test_layout_frame_count_must_match_latents():
