@@ -65,6 +65,7 @@ class _Job(Generic[T]):
     """One question to the VLM, asked again with the validation error until it passes."""
 
     scene: int  # index into the batch of scenes
+    label: str  # for logs: the scene key, and the shot in the two-pass first pass
     request: ChatRequest
     parse: Callable[[str], T]
     tries: int = 0
@@ -113,6 +114,7 @@ class Captioner:
         return [
             _Job(
                 i,
+                inputs[i].key,
                 joint_request(urls, self.prompts, c.limits, c.max_tokens, c.temperature),
                 self._caption_parser(len(inputs[i].shots)),
             )
@@ -130,6 +132,7 @@ class Captioner:
         shot_jobs: list[_Job[ShotDraft]] = [
             _Job(
                 i,
+                f"{inputs[i].key} shot {n + 1}",
                 shot_request(urls, n + 1, len(shots), self.prompts, c.limits, c.max_tokens, c.temperature),
                 lambda text: parse_shot_draft(text, c.limits),
             )
@@ -151,7 +154,7 @@ class Captioner:
                 [job.value for job in mine], few, self.prompts, c.limits, c.max_tokens, c.temperature
             )
             # The shot pass's tries count towards the scene's total.
-            global_jobs.append(_Job(i, request, self._caption_parser(len(shots)), tries=tries))
+            global_jobs.append(_Job(i, inputs[i].key, request, self._caption_parser(len(shots)), tries=tries))
         return global_jobs
 
     def _caption_parser(self, num_shots: int) -> Callable[[str], Caption]:
@@ -170,6 +173,7 @@ class Captioner:
                 if reply.error is not None:
                     # The engine already retried the transport; asking again would repeat that.
                     job.error = f"engine: {reply.error}"
+                    logger.warning("%s: %s", job.label, job.error)
                     continue
                 try:
                     job.value = job.parse(reply.text or "")
@@ -177,7 +181,7 @@ class Captioner:
                     if asked[id(job)] >= self.config.max_tries:
                         job.error = f"rejected {asked[id(job)]} answers; last: {exc}"
                     else:
-                        logger.info("scene %d: answer rejected, asking again: %s", job.scene, exc)
+                        logger.info("%s: answer rejected, asking again: %s", job.label, exc)
                         job.request = retry_request(job.request, reply.text or "", str(exc), self.prompts)
                         retry.append(job)
             pending = retry

@@ -5,7 +5,7 @@ Plain functions of plain data, so a Ray Data job can build requests row by row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from .prompts import PromptSet
@@ -21,8 +21,6 @@ class ChatRequest:
     max_tokens: int
     # Sampling temperature; engines pass it through unchanged.
     temperature: float = 0.2
-    # Free-form labels for logs and for matching replies in row-wise (Ray) processing.
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -43,9 +41,33 @@ def _limit_values(limits: Limits) -> dict[str, int]:
     }
 
 
-def _token_cap(bound: int, max_tokens: int | None) -> int:
+def _shot_frames(frame_urls: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    # Each shot's frames follow a "Shot N:" label, so the model knows where the cuts are.
+    content: list[dict[str, Any]] = []
+    for number, urls in enumerate(frame_urls, start=1):
+        content.append(_text(f"Shot {number}:"))
+        content.extend(_image(url) for url in urls)
+    return content
+
+
+def _request(
+    prompts: PromptSet,
+    content: list[dict[str, Any]],
+    schema: dict[str, Any],
+    bound: int,
+    max_tokens: int | None,
+    temperature: float,
+) -> ChatRequest:
     # The schema bound lets a constrained answer always finish; a smaller configured cap wins.
-    return bound if max_tokens is None else min(bound, max_tokens)
+    return ChatRequest(
+        messages=[
+            {"role": "system", "content": prompts.render("system")},
+            {"role": "user", "content": content},
+        ],
+        schema=schema,
+        max_tokens=bound if max_tokens is None else min(bound, max_tokens),
+        temperature=temperature,
+    )
 
 
 def joint_request(
@@ -57,23 +79,13 @@ def joint_request(
 ) -> ChatRequest:
     """One request for a whole scene: the frames of every shot, answered by one caption object."""
     num_shots = len(frame_urls)
-    content: list[dict[str, Any]] = []
-    for number, urls in enumerate(frame_urls, start=1):
-        content.append(_text(f"Shot {number}:"))
-        content.extend(_image(url) for url in urls)
     frames_per_shot = max(len(urls) for urls in frame_urls)
-    content.append(
-        _text(prompts.render("joint", num_shots=num_shots, frames_per_shot=frames_per_shot, **_limit_values(limits)))
+    instruction = prompts.render(
+        "joint", num_shots=num_shots, frames_per_shot=frames_per_shot, **_limit_values(limits)
     )
-    return ChatRequest(
-        messages=[
-            {"role": "system", "content": prompts.render("system")},
-            {"role": "user", "content": content},
-        ],
-        schema=caption_schema(num_shots, limits),
-        max_tokens=_token_cap(max_answer_chars(num_shots, limits), max_tokens),
-        temperature=temperature,
-    )
+    content = [*_shot_frames(frame_urls), _text(instruction)]
+    bound = max_answer_chars(num_shots, limits)
+    return _request(prompts, content, caption_schema(num_shots, limits), bound, max_tokens, temperature)
 
 
 def shot_request(
@@ -86,19 +98,10 @@ def shot_request(
     temperature: float = 0.2,
 ) -> ChatRequest:
     """Two-pass, first pass: one shot described alone (``shot_number`` counts from 1)."""
-    content = [_image(url) for url in urls]
-    content.append(
-        _text(prompts.render("shot", shot_number=shot_number, num_shots=num_shots, **_limit_values(limits)))
-    )
-    return ChatRequest(
-        messages=[
-            {"role": "system", "content": prompts.render("system")},
-            {"role": "user", "content": content},
-        ],
-        schema=shot_draft_schema(limits),
-        max_tokens=_token_cap(max_draft_chars(limits), max_tokens),
-        temperature=temperature,
-    )
+    instruction = prompts.render("shot", shot_number=shot_number, num_shots=num_shots, **_limit_values(limits))
+    content = [*(_image(url) for url in urls), _text(instruction)]
+    bound = max_draft_chars(limits)
+    return _request(prompts, content, shot_draft_schema(limits), bound, max_tokens, temperature)
 
 
 def global_request(
@@ -112,23 +115,13 @@ def global_request(
     """Two-pass, second pass: a few frames per shot plus the drafts in, the full caption object out."""
     if len(drafts) != len(frame_urls):
         raise ValueError("one draft per shot is needed")
-    content: list[dict[str, Any]] = []
-    for number, urls in enumerate(frame_urls, start=1):
-        content.append(_text(f"Shot {number}:"))
-        content.extend(_image(url) for url in urls)
     listing = "\n".join(
         f"Shot {number}: {draft.caption} (camera: {draft.camera})" for number, draft in enumerate(drafts, start=1)
     )
-    content.append(_text(prompts.render("global", num_shots=len(drafts), drafts=listing, **_limit_values(limits))))
-    return ChatRequest(
-        messages=[
-            {"role": "system", "content": prompts.render("system")},
-            {"role": "user", "content": content},
-        ],
-        schema=caption_schema(len(drafts), limits),
-        max_tokens=_token_cap(max_answer_chars(len(drafts), limits), max_tokens),
-        temperature=temperature,
-    )
+    instruction = prompts.render("global", num_shots=len(drafts), drafts=listing, **_limit_values(limits))
+    content = [*_shot_frames(frame_urls), _text(instruction)]
+    bound = max_answer_chars(len(drafts), limits)
+    return _request(prompts, content, caption_schema(len(drafts), limits), bound, max_tokens, temperature)
 
 
 def retry_request(request: ChatRequest, answer: str, error: str, prompts: PromptSet) -> ChatRequest:
