@@ -4,6 +4,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -118,11 +119,12 @@ def valid_answer(num_shots: int) -> str:
 class FaultServer:
     """An OpenAI-style server that follows a per-scene script of faults.
 
-    Requests are told apart by their number of shots (``Shot N:`` parts); ``script[n]`` lists the
-    action for the 1st, 2nd, … request of an n-shot scene, the last one repeating.
+    Requests are told apart by their number of shots: ``script[n]`` lists the actions for the 1st,
+    2nd, … request of an n-shot scene (``Shot N:`` parts), the last one repeating; two-pass shot
+    requests use ``script[("draft", n)]``.
     """
 
-    def __init__(self, script: dict[int, list[str]], delay_s: float = 1.0):
+    def __init__(self, script: dict, delay_s: float = 2.5):
         self.script = script
         self.delay_s = delay_s
         self.hits: Counter[int] = Counter()
@@ -151,9 +153,11 @@ class FaultServer:
     def handle(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
         user = body["messages"][1]["content"]
         num_shots = sum(1 for part in user if part["type"] == "text" and part["text"].startswith("Shot "))
+        draft = re.search(r"of a (\d+)-shot scene", user[-1]["text"])
+        key = ("draft", int(draft.group(1))) if draft else num_shots
         with self._lock:
-            attempt = self.hits[num_shots]
-            self.hits[num_shots] += 1
+            attempt = self.hits[key]
+            self.hits[key] += 1
             self.records.append(
                 {
                     "num_shots": num_shots,
@@ -162,7 +166,7 @@ class FaultServer:
                     "messages": body["messages"],
                 }
             )
-        actions = self.script[num_shots]
+        actions = self.script[key]
         action = actions[min(attempt, len(actions) - 1)]
         if action == "reject_rf" and "response_format" not in body:
             action = "valid"
@@ -173,6 +177,9 @@ class FaultServer:
             content = valid_answer(num_shots)
         elif action == "wrong_count":
             content = valid_answer(num_shots + 1)
+        elif action in ("draft", "bad_draft"):
+            caption = "Close-up of a cup." if action == "draft" else "Close-up of [character1]."
+            content = json.dumps({"caption": caption, "camera": "close-up"})
         else:
             content = None
         if content is not None:
@@ -216,9 +223,10 @@ def test_faults_are_retried_and_recorded_once(fault_server, scenes):
             2: ["garbage", "valid"],  # a malformed HTTP body, then an answer
             3: ["slow"],  # always past the timeout
             4: ["wrong_count", "valid"],  # a wrong caption, asked again with the error
-        }
+        },
+        delay_s=2.5,
     )
-    config = make_config(server.base_url, timeout_s=0.4)
+    config = make_config(server.base_url, timeout_s=1.0)
     results = Captioner(config).caption(scenes)
 
     assert [r.key for r in results] == [s.key for s in scenes]  # each scene once, in order
@@ -264,3 +272,18 @@ def test_api_key_comes_from_the_environment_and_is_never_logged(fault_server, sc
     assert results[0].ok and not results[1].ok
     assert {r["auth"] for r in server.records} == {f"Bearer {secret}"}
     assert secret not in caplog.text and all(secret not in (r.error or "") for r in results)
+
+
+def test_two_pass_failures_and_retries(fault_server, scenes):
+    # scene1 has 1 shot, scene2 has 2 shots
+    server = fault_server({("draft", 1): ["bad_draft"], ("draft", 2): ["500", "draft"], 2: ["wrong_count", "valid"]})
+    config = dataclasses.replace(make_config(server.base_url), strategy="two_pass")
+    failed, done = Captioner(config).caption([scenes[1], scenes[2]])
+    # A shot that never validates fails its scene, with the shot named, and no global request is made.
+    assert not failed.ok and failed.tries == 2
+    assert failed.error.startswith("shot 1: rejected 2 answers; last: ") and "[character1]" in failed.error
+    # Two drafts (one after a 500) and a global answer asked twice: 2 + 2 answers requested.
+    assert done.ok and done.tries == 4
+    assert server.hits == Counter({("draft", 1): 2, ("draft", 2): 3, 2: 2})
+    global_text = [r["messages"][1]["content"][-1]["text"] for r in server.records if r["num_shots"] == 2][0]
+    assert "Shot 1: Close-up of a cup. (camera: close-up)" in global_text
