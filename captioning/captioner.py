@@ -68,9 +68,14 @@ class _Job(Generic[T]):
     label: str  # for logs: the scene key, and the shot in the two-pass first pass
     request: ChatRequest
     parse: Callable[[str], T]
-    tries: int = 0
+    asked: int = 0  # answers requested for this job
+    earlier_tries: int = 0  # answers the scene needed before this job (two-pass: the shot pass)
     value: T | None = None
     error: str | None = None
+
+    @property
+    def tries(self) -> int:
+        return self.earlier_tries + self.asked
 
 
 class Captioner:
@@ -103,7 +108,7 @@ class Captioner:
         if self.config.strategy == "joint":
             jobs = self._joint_jobs(inputs, frames)
         else:
-            jobs = self._two_pass_jobs(inputs, frames, results)
+            jobs = self._draft_pass(inputs, frames, results)
         self._run(jobs)
         for job in jobs:
             results[job.scene] = self._result(inputs[job.scene], job)
@@ -121,13 +126,16 @@ class Captioner:
             for i, urls in frames.items()
         ]
 
-    def _two_pass_jobs(
+    def _draft_pass(
         self,
         inputs: list[SceneInput],
         frames: dict[int, list[list[str]]],
         results: list[CaptionResult | None],
     ) -> list[_Job[Caption]]:
-        """Run the per-shot pass; return the global jobs of the scenes whose every shot passed."""
+        """Two-pass: describe every shot; return the global jobs of the scenes whose every shot passed.
+
+        Scenes with a shot that never validated get their failed result here.
+        """
         c = self.config
         shot_jobs: list[_Job[ShotDraft]] = [
             _Job(
@@ -153,8 +161,9 @@ class Captioner:
             request = global_request(
                 [job.value for job in mine], few, self.prompts, c.limits, c.max_tokens, c.temperature
             )
-            # The shot pass's tries count towards the scene's total.
-            global_jobs.append(_Job(i, inputs[i].key, request, self._caption_parser(len(shots)), tries=tries))
+            global_jobs.append(
+                _Job(i, inputs[i].key, request, self._caption_parser(len(shots)), earlier_tries=tries)
+            )
         return global_jobs
 
     def _caption_parser(self, num_shots: int) -> Callable[[str], Caption]:
@@ -163,13 +172,11 @@ class Captioner:
     def _run(self, jobs: Sequence[_Job]) -> None:
         """Ask every job's question in batched rounds until it validates, fails, or runs out of tries."""
         pending = list(jobs)
-        asked = {id(job): 0 for job in jobs}
         while pending:
             replies = self.engine.generate([job.request for job in pending])
             retry = []
             for job, reply in zip(pending, replies, strict=True):
-                job.tries += 1
-                asked[id(job)] += 1
+                job.asked += 1
                 if reply.error is not None:
                     # The engine already retried the transport; asking again would repeat that.
                     job.error = f"engine: {reply.error}"
@@ -178,8 +185,8 @@ class Captioner:
                 try:
                     job.value = job.parse(reply.text or "")
                 except CaptionError as exc:
-                    if asked[id(job)] >= self.config.max_tries:
-                        job.error = f"rejected {asked[id(job)]} answers; last: {exc}"
+                    if job.asked >= self.config.max_tries:
+                        job.error = f"rejected {job.asked} answers; last: {exc}"
                     else:
                         logger.info("%s: answer rejected, asking again: %s", job.label, exc)
                         job.request = retry_request(job.request, reply.text or "", str(exc), self.prompts)

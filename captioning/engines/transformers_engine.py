@@ -113,7 +113,12 @@ class TransformersEngine:
             indices = list(group)
             for start in range(0, len(indices), self.config.batch_size):
                 batch = indices[start : start + self.config.batch_size]
-                texts = self._generate_batch([requests[i] for i in batch])
+                try:
+                    texts = self._generate_batch([requests[i] for i in batch])
+                except (RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory, an unreadable image
+                    logger.exception("transformers engine: batch of %d failed", len(batch))
+                    replies.update({i: Reply(error=f"{type(exc).__name__}: {exc}") for i in batch})
+                    continue
                 replies.update({i: Reply(text=text) for i, text in zip(batch, texts)})
         return [replies[i] for i in range(len(requests))]
 

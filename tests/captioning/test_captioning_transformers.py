@@ -119,3 +119,15 @@ def test_unconstrained_answers_are_rejected_and_recorded(tiny_model, scenes, tmp
         assert not result.ok and result.sample is None and result.tries == 2
         assert result.error.startswith("rejected 2 answers; last: ")
     assert results[1].error.startswith("frames: ") and results[1].tries == 0
+
+
+def test_a_failing_batch_becomes_errors_not_an_exception(engine):
+    from captioning.requests import ChatRequest
+
+    bad = ChatRequest(
+        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AA=="}}]}],
+        schema=caption_schema(1, SMALL_LIMITS),
+        max_tokens=8,
+    )
+    (reply,) = engine.generate([bad])
+    assert reply.text is None and "UnidentifiedImageError" in reply.error
