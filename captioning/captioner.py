@@ -96,14 +96,15 @@ class Captioner:
 
     def caption(self, scenes: Sequence[SceneLike]) -> list[CaptionResult]:
         """Caption a batch of scenes; one result per scene, in order, failures included."""
-        inputs = [as_scene_input(scene) for scene in scenes]
-        results: list[CaptionResult | None] = [None] * len(inputs)
+        inputs: dict[int, SceneInput] = {}
+        results: list[CaptionResult | None] = [None] * len(scenes)
         frames: dict[int, list[list[str]]] = {}
-        for i, scene in enumerate(inputs):
+        for i, scene in enumerate(scenes):
             try:
-                frames[i] = shot_frame_urls(scene, self.config.frames_per_shot, self.config.max_side)
-            except (OSError, ValueError) as exc:  # av raises OSError subclasses on unreadable files
-                logger.warning("scene %s: frames failed: %s", scene.key, exc)
+                inputs[i] = as_scene_input(scene)
+                frames[i] = shot_frame_urls(inputs[i], self.config.frames_per_shot, self.config.max_side)
+            except (OSError, ValueError) as exc:  # no clip, bad spans, unreadable video (av raises OSError)
+                logger.warning("scene %s: no frames: %s", scene.key, exc)
                 results[i] = CaptionResult(scene.key, error=f"frames: {exc}")
         if self.config.strategy == "joint":
             jobs = self._joint_jobs(inputs, frames)
@@ -114,7 +115,7 @@ class Captioner:
             results[job.scene] = self._result(inputs[job.scene], job)
         return [result for result in results if result is not None]
 
-    def _joint_jobs(self, inputs: list[SceneInput], frames: dict[int, list[list[str]]]) -> list[_Job[Caption]]:
+    def _joint_jobs(self, inputs: dict[int, SceneInput], frames: dict[int, list[list[str]]]) -> list[_Job[Caption]]:
         c = self.config
         return [
             _Job(
@@ -128,7 +129,7 @@ class Captioner:
 
     def _draft_pass(
         self,
-        inputs: list[SceneInput],
+        inputs: dict[int, SceneInput],
         frames: dict[int, list[list[str]]],
         results: list[CaptionResult | None],
     ) -> list[_Job[Caption]]:

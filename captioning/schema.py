@@ -30,13 +30,17 @@ _MAX_TAGS = 9  # keeps a tag one digit, so a branch's tags are the regex class [
 
 @dataclass(frozen=True)
 class Limits:
-    """Length caps (characters) and the most characters a scene may define."""
+    """Length caps (characters) and the most characters a scene may define.
+
+    The defaults keep a six-shot HoloCine prompt near 2,000 characters, about the 512 text-encoder
+    tokens HoloCine reads before it truncates.
+    """
 
     max_characters: int = 4
-    global_chars: int = 600
-    shot_chars: int = 300
-    camera_chars: int = 60
-    description_chars: int = 150
+    global_chars: int = 400
+    shot_chars: int = 200
+    camera_chars: int = 48
+    description_chars: int = 100
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_characters <= _MAX_TAGS:

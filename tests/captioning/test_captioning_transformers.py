@@ -131,3 +131,12 @@ def test_a_failing_batch_becomes_errors_not_an_exception(engine):
     )
     (reply,) = engine.generate([bad])
     assert reply.text is None and "UnidentifiedImageError" in reply.error
+
+
+def test_scenes_without_a_clip_are_recorded_not_raised(engine, tiny_model, scenes):
+    from curation.types import Scene, SceneShot
+
+    no_clip = Scene("v-0001", "v", "file:///v.mp4", 1, "short", 16.0, 17, 16.0, [SceneShot(0, 0, 17, tuple(range(17)))])
+    results = Captioner(make_config(tiny_model), engine=engine).caption([no_clip, scenes[1]])
+    assert [r.key for r in results] == ["v-0001", "scene1"]
+    assert results[0].error == "frames: scene v-0001 has no clip_path" and results[1].ok
