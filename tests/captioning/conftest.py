@@ -5,14 +5,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from captioning_videos import write_multishot_video  # noqa: E402
+from captioning_helpers import write_multishot_video  # noqa: E402
 
 from captioning.__main__ import main  # noqa: E402
 from captioning.frames import SceneInput  # noqa: E402
-from captioning.schema import Limits  # noqa: E402
-
-# Small caps keep a random model's constrained answers (and CPU time) short.
-SMALL_LIMITS = Limits(max_characters=2, global_chars=40, shot_chars=30, camera_chars=12, description_chars=16)
 
 
 @pytest.fixture(scope="session")

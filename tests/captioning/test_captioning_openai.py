@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SMALL_LIMITS
+from captioning_helpers import SMALL_LIMITS
 
 from captioning.captioner import Captioner
 from captioning.config import CaptionerConfig, OpenAIConfig

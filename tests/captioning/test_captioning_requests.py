@@ -1,7 +1,7 @@
 """Frame sampling and decoding, prompt loading, request building."""
 
 import pytest
-from conftest import SMALL_LIMITS
+from captioning_helpers import SMALL_LIMITS
 from PIL import Image
 
 from captioning.config import CaptionerConfig

@@ -4,7 +4,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import SMALL_LIMITS
+from captioning_helpers import SMALL_LIMITS
 
 from captioning.captioner import Captioner
 from captioning.config import CaptionerConfig, TransformersConfig

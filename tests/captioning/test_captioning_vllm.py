@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import SMALL_LIMITS
+from captioning_helpers import SMALL_LIMITS
 
 from captioning.captioner import build_joint_request, judge_answer
 from captioning.config import CaptionerConfig, VllmConfig

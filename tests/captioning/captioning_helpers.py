@@ -1,4 +1,7 @@
-"""Synthetic multi-shot test videos written with PyAV (libx264, 16 fps)."""
+"""Shared test helpers: synthetic multi-shot videos (PyAV, libx264, 16 fps) and small caption caps.
+
+A uniquely named module rather than ``conftest`` imports, which other test folders' conftests shadow.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,11 @@ from typing import Sequence
 
 import av
 import numpy as np
+
+from captioning.schema import Limits
+
+# Small caps keep a random model's constrained answers (and CPU time) short.
+SMALL_LIMITS = Limits(max_characters=2, global_chars=40, shot_chars=30, camera_chars=12, description_chars=16)
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 40), (200, 40, 200), (40, 200, 200)]
 
