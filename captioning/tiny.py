@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ _TRAINING_LINES = [
 ]
 
 
-def build_tokenizer():
+def build_tokenizer() -> "PreTrainedTokenizerFast":
     """A byte-level BPE tokenizer trained on a few lines, with ChatML and image special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -106,6 +106,7 @@ def test_round_trip_through_transformers_serve(served, scenes):
     for result in results:
         assert not result.ok and result.tries == 2
         assert result.error.startswith("rejected 2 answers; last: ")
+    engine.close()
 
 
 # ---------------------------------------------------------------- faults on demand
