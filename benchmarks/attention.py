@@ -6,13 +6,20 @@ Run on a CUDA machine from the repository root:
 
 1. Correctness: every backend (bf16) against the dense masked reference (fp32) on random layouts
    (1 to 13 shots, uneven lengths, a batch of two different layouts), clean and compat, outputs and
-   gradients, as relative L2 errors.
+   gradients, as relative L2 errors; then two Wan2.1-1.3B blocks with each backend against the
+   dense backend (outputs, parameter gradients, step time).
 2. Speed at HoloCine's tiers at 480x832 (1560 tokens per latent frame), 12 heads of dim 128, bf16:
    forward + backward time of dense cuDNN SDPA over the same tokens and of each backend, the speedup
    over dense, the ideal speedup (1 / density of the sparse mask) and TFLOP/s on the work done
    (FlashAttention convention: forward 4 * pairs * head_dim * heads, backward 2.5x forward).
 
 Prints figures; asserts nothing.
+
+Measured 2026-11-21 on one NVIDIA H200, torch 2.11.0+cu130, cuDNN 9.19, no flash_attn package
+(``flash`` ran on torch.nn.attention.varlen), ``--iters 10 --warmup 3``, fraction of the ideal speedup:
+    5 s / 3 shots:   per_shot 0.98, flex 0.64, flash 0.59   (ideal 2.33x, dense 42.9 ms)
+    15 s / 6 shots:  per_shot 0.98, flex 0.64, flash 0.60   (ideal 4.02x, dense 359.5 ms)
+    60 s / 13 shots: per_shot 0.99, flex 0.65, flash 0.62   (ideal 7.89x, dense 5676.5 ms)
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import sys
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from holocine_model.attention import ShotLayout, ShotSelfAttention, flash_available
+from holocine_model import ShotLayout, ShotSelfAttention, WanDiT, get_config
+from holocine_model.attention import flash_available
 
 TOKENS_PER_FRAME = 1560  # 480x832 -> 60x104 latent -> 30x52 patches
 HEADS, HEAD_DIM = 12, 128
@@ -73,11 +81,11 @@ def check_correctness(device: torch.device, trials: int, seed: int) -> None:
         q, k, v = (torch.randn(2, frames * hw, HEADS, HEAD_DIM, device=device) for _ in range(3))
         grad = torch.randn_like(q)
         ref_in = [t.clone().requires_grad_() for t in (q, k, v)]
-        ref = ShotSelfAttention(layout, hw, 2, "dense", compat)(*ref_in)
+        ref = ShotSelfAttention(layout, hw, "dense", compat)(*ref_in)
         ref_grads = torch.autograd.grad(ref, ref_in, grad)
         for name in backends_on(device):
             ins = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
-            out = ShotSelfAttention(layout, hw, 2, name, compat)(*ins)
+            out = ShotSelfAttention(layout, hw, name, compat)(*ins)
             grads = torch.autograd.grad(out, ins, grad.to(torch.bfloat16))
             e_out = rel(out, ref)
             e_grad = max(rel(g, r) for g, r in zip(grads, ref_grads))
@@ -86,21 +94,65 @@ def check_correctness(device: torch.device, trials: int, seed: int) -> None:
     print(f"worst relative error: {worst:.2e} (bf16 rounding is ~4e-3)")
 
 
-def time_fwd_bwd(fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, iters: int, warmup: int) -> float:
-    """Median forward + backward time in ms."""
-    grad = torch.randn_like(q)
+def median_ms(step, iters: int, warmup: int) -> float:
+    """Median time of ``step()`` in ms, timed with CUDA events after ``warmup`` untimed calls."""
     times = []
     for i in range(warmup + iters):
-        for t in (q, k, v):
-            t.grad = None
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn(q, k, v).backward(grad)
+        step()
         end.record()
         torch.cuda.synchronize()
         if i >= warmup:
             times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def time_fwd_bwd(fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, iters: int, warmup: int) -> float:
+    """Median forward + backward time of attention ``fn`` in ms."""
+    grad = torch.randn_like(q)
+
+    def step():
+        for t in (q, k, v):
+            t.grad = None
+        fn(q, k, v).backward(grad)
+
+    return median_ms(step, iters, warmup)
+
+
+def check_model(device: torch.device, iters: int, warmup: int) -> None:
+    """Wan2.1-1.3B blocks (2 of 30) at the 5 s tier with window cross-attention, bf16, gradient
+    checkpointing: each backend's output and gradients vs the dense backend, and the step time."""
+    cfg = get_config("wan2.1-1.3b", num_layers=2)
+    torch.manual_seed(0)
+    model = WanDiT(cfg).to(device).to_compute_dtype(torch.bfloat16)
+    model.enable_gradient_checkpointing()
+    spans = [[40 * i, 40 * (i + 1)] for i in range(1, 4)]
+    layout = ShotLayout.from_frames_per_shot([even_split(21, 3)], global_spans=[[0, 40]], shot_spans=[spans])
+    latents = torch.randn(1, 16, 21, 60, 104, device=device, dtype=torch.bfloat16)
+    text = torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16)
+    text_mask = (torch.arange(512, device=device) < 160)[None]
+    t = torch.tensor([700.0], device=device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(latents, t, text, text_mask, layout)
+        out.float().square().mean().backward()
+        return out
+
+    print(f"\n## Model check: 2 Wan2.1-1.3B blocks, 21 latent frames x {TOKENS_PER_FRAME} tokens, 3 shots, bf16, checkpointing")
+    print("| backend | out rel err vs dense | grad rel err vs dense (max over params) | fwd+bwd ms |")
+    print("|---|---|---|---|")
+    ref_out = ref_grads = None
+    for backend in ["dense", *backends_on(device)]:
+        cfg.attention_backend = backend
+        out = step()
+        grads = [p.grad.float() for p in model.parameters()]
+        if ref_out is None:
+            ref_out, ref_grads = out, grads
+        e_out = rel(out, ref_out)
+        e_grad = max(rel(g, r) for g, r in zip(grads, ref_grads))
+        print(f"| {backend} | {e_out:.2e} | {e_grad:.2e} | {median_ms(step, iters, warmup):.1f} |")
 
 
 def dense_cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -125,7 +177,7 @@ def bench(device: torch.device, iters: int, warmup: int, tiers: list[str]) -> No
         rows.append((name, shots, frames, seq, "dense cuDNN", dense_ms, 1.0, 1.0, flop * seq * seq / dense_ms / 1e9))
         print(f"{name}: dense cuDNN {dense_ms:.1f} ms", file=sys.stderr, flush=True)
         for backend in backends_on(device):
-            attn = ShotSelfAttention(layout, TOKENS_PER_FRAME, 1, backend)
+            attn = ShotSelfAttention(layout, TOKENS_PER_FRAME, backend)
             ms = time_fwd_bwd(attn, q, k, v, iters, warmup)
             rows.append((name, shots, frames, seq, backend, ms, dense_ms / ms, ideal, flop * pairs / ms / 1e9))
             print(f"{name}: {backend} {ms:.1f} ms", file=sys.stderr, flush=True)
@@ -154,6 +206,7 @@ def main() -> None:
     device = torch.device("cuda")
     torch.manual_seed(args.seed)
     check_correctness(device, args.trials, args.seed)
+    check_model(device, 3, 1)
     bench(device, args.iters, args.warmup, args.tiers.split(","))
 
 

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import ATTENTION_BACKENDS
+
 LN2 = math.log(2.0)
 
 
@@ -241,16 +243,15 @@ class ShotSelfAttention:
         self,
         layout: ShotLayout | None,
         tokens_per_frame: int,
-        batch_size: int,
         backend: str = "auto",
         compat: bool = False,
     ) -> None:
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
         self.layout = layout
         self.tokens_per_frame = tokens_per_frame
         self.compat = compat
         self.backend = "per_shot" if backend == "auto" else backend
-        if layout is not None and layout.batch_size != batch_size:
-            raise ValueError(f"layout has batch {layout.batch_size}, latents have {batch_size}")
         frames = layout.frames_per_shot() if layout is not None else []
         self.shot_tokens = [[n * tokens_per_frame for n in row] for row in frames]
         # One shot without the compat duplicate is plain full attention: no mask, no gathering.

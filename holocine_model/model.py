@@ -21,6 +21,7 @@ from .attention import ShotLayout, ShotSelfAttention, WindowCrossAttention
 from .config import ModelConfig
 from .rope import apply_rope, rope_cos_sin
 
+
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     """Wan's timestep embedding ``[cos(t w), sin(t w)]`` with ``w_i = 10000**(-i / (dim/2))``, in fp32."""
     half = dim // 2
@@ -183,8 +184,9 @@ class WanDiT(nn.Module):
         pt, ph, pw = cfg.patch_size
         grid = (frames // pt, height // ph, width // pw)
         tokens_per_frame = grid[1] * grid[2]
-        if layout is not None and layout.num_frames != grid[0]:
-            raise ValueError(f"layout has {layout.num_frames} latent frames, latents have {grid[0]}")
+        if layout is not None and (layout.batch_size, layout.num_frames) != (batch, grid[0]):
+            raise ValueError(f"layout is for {layout.batch_size} samples of {layout.num_frames} latent frames, "
+                             f"latents have {batch} of {grid[0]}")
 
         x = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
 
@@ -197,7 +199,7 @@ class WanDiT(nn.Module):
         context = self.text_embedding(text_states.to(self.text_embedding[0].weight.dtype))
 
         rope = _cached_rope(grid, cfg.head_dim, cfg.rope_theta, x.device)
-        self_attn = ShotSelfAttention(layout if cfg.sparse_self_attention else None, tokens_per_frame, batch,
+        self_attn = ShotSelfAttention(layout if cfg.sparse_self_attention else None, tokens_per_frame,
                                       cfg.attention_backend, cfg.holocine_compat)
         cross_attn = WindowCrossAttention(layout, tokens_per_frame, context.shape[1], cfg.holocine_compat)
 

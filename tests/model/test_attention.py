@@ -88,7 +88,7 @@ def test_dense_backend_matches_pairwise_definition(compat):
     frames = [[2, 1, 3], [6]]
     layout = ShotLayout.from_frames_per_shot(frames)
     q, k, v = qkv(2, 6 * HW)
-    out = ShotSelfAttention(layout, HW, 2, "dense", compat)(q, k, v)
+    out = ShotSelfAttention(layout, HW, "dense", compat)(q, k, v)
     torch.testing.assert_close(out, sdpa(q, k, v, explicit_bias(frames, HW, compat)))
 
 
@@ -147,9 +147,9 @@ def test_per_shot_matches_dense_outputs_and_grads(seed, compat):
     layout = ShotLayout.from_frames_per_shot(fps)
     q, k, v = qkv(3, frames * HW)
     grad = torch.randn(3, frames * HW, 2, 8, dtype=torch.float64)
-    ref = ShotSelfAttention(layout, HW, 3, "dense", compat)(q, k, v)
+    ref = ShotSelfAttention(layout, HW, "dense", compat)(q, k, v)
     ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
-    out = ShotSelfAttention(layout, HW, 3, "per_shot", compat)(q, k, v)
+    out = ShotSelfAttention(layout, HW, "per_shot", compat)(q, k, v)
     grads = torch.autograd.grad(out, (q, k, v), grad)
     torch.testing.assert_close(out, ref)
     for g, r in zip(grads, ref_grads):
@@ -158,10 +158,10 @@ def test_per_shot_matches_dense_outputs_and_grads(seed, compat):
 
 def test_auto_is_per_shot_and_matches_dense_with_thirteen_shots():
     layout = ShotLayout.from_frames_per_shot([[1] * 6 + [2] * 7])
-    attn = ShotSelfAttention(layout, HW, 1, "auto")
+    attn = ShotSelfAttention(layout, HW, "auto")
     assert attn.backend == "per_shot"
     q, k, v = qkv(1, 20 * HW)
-    torch.testing.assert_close(attn(q, k, v), ShotSelfAttention(layout, HW, 1, "dense")(q, k, v))
+    torch.testing.assert_close(attn(q, k, v), ShotSelfAttention(layout, HW, "dense")(q, k, v))
 
 
 @pytest.mark.parametrize("compat", [False, True])
@@ -172,14 +172,14 @@ def test_flex_forward_matches_dense(compat):
     layout = random_layout(rng, 2, 12)
     q, k, v = (t.detach().float() for t in qkv(2, 12 * HW))
     with torch.no_grad():
-        out = ShotSelfAttention(layout, HW, 2, "flex", compat)(q, k, v)
-    torch.testing.assert_close(out, ShotSelfAttention(layout, HW, 2, "dense", compat)(q, k, v), atol=1e-5, rtol=1e-5)
+        out = ShotSelfAttention(layout, HW, "flex", compat)(q, k, v)
+    torch.testing.assert_close(out, ShotSelfAttention(layout, HW, "dense", compat)(q, k, v), atol=1e-5, rtol=1e-5)
 
 
 def test_flex_refuses_cpu_backward_with_a_clear_error():
     layout = ShotLayout.from_frames_per_shot([[2, 2]])
     with pytest.raises(RuntimeError, match="no backward on CPU"):
-        ShotSelfAttention(layout, HW, 1, "flex")(*qkv(1, 4 * HW, dtype=torch.float32))
+        ShotSelfAttention(layout, HW, "flex")(*qkv(1, 4 * HW, dtype=torch.float32))
 
 
 @pytest.mark.skipif(not flash_available(torch.device("cuda")) or not torch.cuda.is_available(),
@@ -187,14 +187,14 @@ def test_flex_refuses_cpu_backward_with_a_clear_error():
 def test_flash_matches_dense_on_gpu():
     layout = random_layout(random.Random(3), 2, 12)
     q, k, v = (t.detach().to("cuda", torch.bfloat16) for t in qkv(2, 12 * HW, dim=64))
-    ref = ShotSelfAttention(layout, HW, 2, "dense")(*(t.float() for t in (q, k, v)))
-    torch.testing.assert_close(ShotSelfAttention(layout, HW, 2, "flash")(q, k, v).float(), ref, atol=2e-2, rtol=2e-2)
+    ref = ShotSelfAttention(layout, HW, "dense")(*(t.float() for t in (q, k, v)))
+    torch.testing.assert_close(ShotSelfAttention(layout, HW, "flash")(q, k, v).float(), ref, atol=2e-2, rtol=2e-2)
 
 
 def test_flash_refuses_cpu():
     layout = ShotLayout.from_frames_per_shot([[2, 2]])
     with pytest.raises(RuntimeError, match="needs CUDA"):
-        ShotSelfAttention(layout, HW, 1, "flash")(*qkv(1, 4 * HW))
+        ShotSelfAttention(layout, HW, "flash")(*qkv(1, 4 * HW))
 
 
 # -- compat switch -----------------------------------------------------------------------------
@@ -205,17 +205,17 @@ def test_compat_reproduces_released_holocine_sparse_attention(backend):
     layout = ShotLayout.from_frames_per_shot([fps])
     q, k, v = qkv(1, 10 * HW)
     released = holocine_released_sparse(q, k, v, fps, HW)
-    torch.testing.assert_close(ShotSelfAttention(layout, HW, 1, backend, compat=True)(q, k, v), released)
+    torch.testing.assert_close(ShotSelfAttention(layout, HW, backend, compat=True)(q, k, v), released)
     # The clean definition differs from it (by the ln 2 on the own first frame).
-    assert not torch.allclose(ShotSelfAttention(layout, HW, 1, backend, compat=False)(q, k, v), released)
+    assert not torch.allclose(ShotSelfAttention(layout, HW, backend, compat=False)(q, k, v), released)
 
 
 def test_single_shot_clean_is_full_attention_but_compat_is_not():
     layout = ShotLayout.from_frames_per_shot([[5]])
     q, k, v = qkv(1, 5 * HW)
-    clean = ShotSelfAttention(layout, HW, 1, "per_shot")
+    clean = ShotSelfAttention(layout, HW, "per_shot")
     assert clean.is_full
     torch.testing.assert_close(clean(q, k, v), sdpa(q, k, v))
-    compat = ShotSelfAttention(layout, HW, 1, "per_shot", compat=True)(q, k, v)
+    compat = ShotSelfAttention(layout, HW, "per_shot", compat=True)(q, k, v)
     torch.testing.assert_close(compat, holocine_released_sparse(q, k, v, [5], HW))
     assert not torch.allclose(compat, sdpa(q, k, v))
