@@ -61,6 +61,8 @@ class ShotLayout:
     global_spans: [B, 2] long, ``[start, end)`` text-token span of the global caption, or None.
     shot_spans:   [B, S_max, 2] long, ``[start, end)`` text-token span of each shot's caption; rows
                   past a sample's shot count are ignored. Given together with ``global_spans``.
+
+    Keep layouts on the CPU: the backends plan their work from them on the host, once per forward.
     """
 
     shot_ids: torch.Tensor
