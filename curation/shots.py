@@ -1,7 +1,8 @@
-"""Shot detection: one decode pass at reduced size feeds PySceneDetect and the frame features.
+"""Shot detection: one decode pass at reduced size yields cut scores and frame features.
 
-The pass records, per frame, a gray thumbnail and the mean luma. Hard cuts come from
-PySceneDetect's AdaptiveDetector (or ContentDetector); gradual transitions and black frames
+The pass records, per frame, PySceneDetect's content score, a gray thumbnail and the luma
+mean and std. Hard cuts come from PySceneDetect's AdaptiveDetector decision (vectorised) or
+its ContentDetector; gradual transitions and black frames
 come from `curation.transitions` on the thumbnails. Shots are what lies between cuts, with
 transition frames removed: no frame of a fade or dissolve is inside a shot.
 """
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scenedetect import FrameTimecode
-from scenedetect.detectors import AdaptiveDetector, ContentDetector
+from numpy.lib.stride_tricks import sliding_window_view
+from scenedetect.detectors import ContentDetector
 
 from curation.config import DetectConfig
 from curation.decode import open_reader, scaled_size
-from curation.transitions import Transition, find_transitions
+from curation.transitions import Transition, find_transitions, runs
 from curation.types import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -68,43 +70,122 @@ class ShotDetection:
         }
 
 
-def make_detector(config: DetectConfig) -> ContentDetector:
+def content_score(previous_hsv: np.ndarray | None, hsv: np.ndarray) -> float:
+    """PySceneDetect ContentDetector's frame score with its default weights: the mean absolute
+    change of the H, S and V values from the previous frame (0 for the very first frame)."""
+    if previous_hsv is None:
+        return 0.0
+    return cv2.norm(previous_hsv, hsv, cv2.NORM_L1) / hsv.size
+
+
+def adaptive_cuts(scores: np.ndarray, config: DetectConfig, window: int = 2) -> list[int]:
+    """PySceneDetect's AdaptiveDetector decision, vectorised over a whole video's scores.
+
+    A frame is a cut when its score is `adaptive_threshold` times the mean score of the
+    `window` frames on each side, is at least `min_content_val`, and comes `min_scene_len`
+    frames after the previous cut. Driving PySceneDetect frame by frame costs more than
+    decoding a small video; tests check this function against AdaptiveDetector itself.
+    """
+    n = len(scores)
+    if n < 2 * window + 1:
+        return []
+    sums = sliding_window_view(scores, 2 * window + 1).sum(axis=1)
+    target = scores[window : n - window]
+    neighbours = (sums - target) / (2 * window)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.minimum(target / neighbours, 255.0)
+    ratio = np.where(np.abs(neighbours) < 1e-5, np.where(target >= config.min_content_val, 255.0, 0.0), ratio)
+    candidates = np.flatnonzero((ratio >= config.adaptive_threshold) & (target >= config.min_content_val)) + window
+    cuts, last = [], 0
+    for frame in candidates.tolist():
+        if frame - last >= config.min_scene_len:
+            cuts.append(frame)
+            last = frame
+    return cuts
+
+
+def content_cuts(scores: np.ndarray, fps: float, config: DetectConfig) -> list[int]:
+    """PySceneDetect's ContentDetector (threshold and flash filter) over precomputed scores."""
+    detector = _ScoredContentDetector(threshold=config.content_threshold, min_scene_len=config.min_scene_len)
+    cuts = []
+    for index, score in enumerate(scores.tolist()):
+        detector.next_score = score
+        cuts.extend(t.frame_num for t in detector.process_frame(FrameTimecode(index, fps), None))
+    if len(scores):
+        cuts.extend(t.frame_num for t in detector.post_process(FrameTimecode(len(scores) - 1, fps)))
+    return sorted(set(cuts))
+
+
+class _ScoredContentDetector(ContentDetector):
+    """ContentDetector fed scores computed in batches (same formula) instead of frames."""
+
+    next_score: float = 0.0
+
+    def _calculate_frame_score(self, timecode: FrameTimecode, frame_img: np.ndarray | None) -> float:
+        return self.next_score
+
+
+def find_cuts(scores: np.ndarray, fps: float, config: DetectConfig) -> list[int]:
     if config.detector == "adaptive":
-        return AdaptiveDetector(
-            adaptive_threshold=config.adaptive_threshold,
-            min_scene_len=config.min_scene_len,
-            min_content_val=config.min_content_val,
-        )
+        return adaptive_cuts(scores, config)
     if config.detector == "content":
-        return ContentDetector(threshold=config.content_threshold, min_scene_len=config.min_scene_len)
+        return content_cuts(scores, fps, config)
     raise ValueError(f"unknown detector {config.detector!r} (expected 'adaptive' or 'content')")
 
 
+class _Analyzer:
+    """Accumulates frames into batches and turns each batch into scores, cuts and features."""
+
+    def __init__(self, fps: float, config: DetectConfig, batch: int = 32) -> None:
+        self.fps = fps
+        self.config = config
+        self.batch = batch
+        self.scores: list[float] = []
+        self.thumbs: list[np.ndarray] = []
+        self.stats: list[tuple[float, float]] = []  # luma mean and std per frame
+        self.pending: list[np.ndarray] = []
+        self.previous_hsv: np.ndarray | None = None
+
+    def add(self, rgb: np.ndarray) -> None:
+        self.pending.append(rgb)
+        if len(self.pending) == self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        frames = np.stack(self.pending)
+        self.pending = []
+        b, h, w, _ = frames.shape
+        tall = frames.reshape(b * h, w, 3)  # one OpenCV call converts the whole batch
+        hsv = cv2.cvtColor(tall, cv2.COLOR_RGB2HSV).reshape(b, h, w, 3)
+        gray = cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY).reshape(b, h, w)
+        for frame_hsv, frame_gray in zip(hsv, gray):
+            self.scores.append(content_score(self.previous_hsv, frame_hsv))
+            self.previous_hsv = frame_hsv
+            mean, std = cv2.meanStdDev(frame_gray)
+            self.stats.append((mean[0, 0], std[0, 0]))
+            self.thumbs.append(cv2.resize(frame_gray, self.config.thumb_size, interpolation=cv2.INTER_AREA))
+
+    def finish(self) -> FrameAnalysis:
+        self.flush()
+        w, h = self.config.thumb_size
+        stats = np.array(self.stats, dtype=np.float32).reshape(-1, 2)
+        return FrameAnalysis(
+            fps=self.fps,
+            cuts=find_cuts(np.array(self.scores), self.fps, self.config),
+            luma=stats[:, 0],
+            contrast=stats[:, 1],
+            thumbs=np.stack(self.thumbs) if self.thumbs else np.zeros((0, h, w), np.uint8),
+        )
+
+
 def analyze_frames(frames: Iterable[np.ndarray], fps: float, config: DetectConfig) -> FrameAnalysis:
-    """Run the cut detector and collect thumbnails and luma over RGB frames in decode order."""
-    detector = make_detector(config)
-    cuts: list[int] = []
-    thumbs: list[np.ndarray] = []
-    stats: list[tuple[float, float]] = []
-    index = -1
-    for index, rgb in enumerate(frames):
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # PySceneDetect expects OpenCV's BGR
-        cuts.extend(t.frame_num for t in detector.process_frame(FrameTimecode(index, fps), bgr))
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        mean, std = cv2.meanStdDev(gray)
-        stats.append((mean[0, 0], std[0, 0]))
-        thumbs.append(cv2.resize(gray, config.thumb_size, interpolation=cv2.INTER_AREA))
-    if index >= 0:
-        cuts.extend(t.frame_num for t in detector.post_process(FrameTimecode(index, fps)))
-    w, h = config.thumb_size
-    luma_stats = np.array(stats, dtype=np.float32).reshape(-1, 2)
-    return FrameAnalysis(
-        fps=fps,
-        cuts=sorted(set(cuts)),
-        luma=luma_stats[:, 0],
-        contrast=luma_stats[:, 1],
-        thumbs=np.stack(thumbs) if thumbs else np.zeros((0, h, w), np.uint8),
-    )
+    """Run the cut detector and collect thumbnails, luma and contrast over RGB frames in decode order."""
+    analyzer = _Analyzer(fps, config)
+    for rgb in frames:
+        analyzer.add(rgb)
+    return analyzer.finish()
 
 
 def split_shots(
@@ -114,18 +195,10 @@ def split_shots(
     in_shot = np.ones(num_frames, dtype=bool)
     for t in transitions:
         in_shot[t.start_frame : t.end_frame] = False
-    boundary = np.zeros(num_frames, dtype=bool)
-    boundary[[c for c in cuts if 0 < c < num_frames]] = True
     shots = []
-    start = None
-    for frame in range(num_frames):
-        if start is not None and (boundary[frame] or not in_shot[frame]):
-            shots.append((start, frame))
-            start = None
-        if start is None and in_shot[frame]:
-            start = frame
-    if start is not None:
-        shots.append((start, num_frames))
+    for start, end in runs(in_shot):
+        edges = [start, *(c for c in cuts if start < c < end), end]
+        shots.extend(zip(edges, edges[1:]))
     return shots
 
 

@@ -34,7 +34,7 @@ def find_transitions(
     """Transition frame ranges, from gray thumbnails [N, h, w], mean luma [N] and luma std [N]."""
     black = luma < config.black_luma
     marked = black.copy()
-    for start, end in _runs(black):
+    for start, end in runs(black):
         marked[_fade_ramp_start(luma, contrast, start, config) : start] = True
         marked[end : _fade_ramp_end(luma, contrast, end, config)] = True
     flat = thumbs.reshape(len(thumbs), -1).astype(np.float32)
@@ -43,7 +43,7 @@ def find_transitions(
         if blend is not None:
             marked[blend[0] : blend[1]] = True
     transitions = []
-    for start, end in _runs(marked):
+    for start, end in runs(marked):
         kind = "fade" if black[start:end].any() else "dissolve"
         transitions.append(Transition(start, end, kind))
     return transitions
@@ -79,70 +79,73 @@ def _contrast_dips(flat: np.ndarray, contrast: np.ndarray, config: DetectConfig)
         ratio = np.where(changed, ratio, 1.0)
         depth[w : n - w] = np.minimum(depth[w : n - w], ratio)
     dipping = depth <= config.dissolve_max_contrast_ratio
-    return [start + int(np.argmin(depth[start:end])) for start, end in _runs(dipping)]
+    return [start + int(np.argmin(depth[start:end])) for start, end in runs(dipping)]
 
 
 def _fit_dissolve(
     flat: np.ndarray, contrast: np.ndarray, black: np.ndarray, center: int, config: DetectConfig
 ) -> tuple[int, int] | None:
     """The longest range [s, e) around `center` whose frames fit a linear blend of frame s-1
-    into frame e, or None. Longest, because every blended frame must leave the shots."""
-    first = max(1, center - config.max_dissolve_frames // 2)
-    last = min(len(flat) - 1, center + config.max_dissolve_frames)
-    window = flat[first - 1 : last + 1]
-    # RMS distance between every two frames of the neighbourhood, and the largest single step
-    # between any two of them, for cheap rejection before the blend fit.
-    sq = (window * window).sum(axis=1)
-    dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * window @ window.T, 0) / window.shape[1])
-    steps = np.diagonal(dist, offset=1)
-    for length in range(config.max_dissolve_frames, config.min_dissolve_frames - 1, -1):
-        fits = []
-        for s in range(max(first, center - length + 1), center + 1):
-            e = s + length
-            if e > last or black[s - 1 : e + 1].any():
-                continue
-            change = dist[s - first, e - first + 1]
-            if change < config.transition_min_change:
-                continue
-            # A dissolve moves a little every frame; one big step is a hard cut.
-            if steps[s - first : e - first + 1].max() > config.dissolve_max_step * change:
-                continue
-            residual = _ramp_fit(flat, contrast, s, e, config)
-            if residual is not None:
-                fits.append((residual, s, e))
-        if fits:
-            _, s, e = min(fits)
-            return s, e
-    return None
+    into frame e, or None. Longest, because every blended frame must leave the shots.
 
-
-def _ramp_fit(
-    flat: np.ndarray, contrast: np.ndarray, s: int, e: int, config: DetectConfig
-) -> float | None:
-    """Mean residual of frames [s, e) as a linear blend of frames s-1 and e, relative to how
-    much the two differ; None when the range is not a dissolve."""
-    a, b = flat[s - 1], flat[e]
-    change = float(_rms(b - a))
-    alpha = (np.arange(s, e) - s + 1) / (e - s + 1)
+    All candidate ranges are scored at once, and every distance and residual comes from the
+    Gram matrix of the frames around `center`: the cost does not grow with the picture size.
+    """
+    n, pixels = flat.shape
+    base = max(0, center - config.max_dissolve_frames)
+    local = flat[base : min(n, center + config.max_dissolve_frames + 2)].astype(np.float64)
+    gram = local @ local.T
+    sq = np.diag(gram)
+    dist2 = np.maximum(sq[:, None] + sq[None, :] - 2 * gram, 0)  # squared distances
+    # Every range [s, s + length) that holds `center`, with both sides inside the neighbourhood.
+    lengths = np.arange(config.min_dissolve_frames, config.max_dissolve_frames + 1)
+    starts = center - np.arange(config.max_dissolve_frames)
+    s, length = (m.ravel() for m in np.meshgrid(starts, lengths, indexing="ij"))
+    keep = (s <= center) & (s + length > center) & (s - 1 >= base) & (s + length <= n - 1)
+    s, length = s[keep], length[keep]
+    if len(s) == 0:
+        return None
+    a, b = s - 1 - base, s + length - base  # local indices of the two sides
+    offsets = np.arange(config.max_dissolve_frames)
+    valid = offsets[None, :] < length[:, None]  # [ranges, max length]
+    inner = np.where(valid, a[:, None] + 1 + offsets, a[:, None] + 1)
+    change2 = dist2[a, b]
+    # A dissolve moves a little every frame; one big step is a hard cut.
+    steps2 = np.where(valid, dist2[inner - 1, inner], 0).max(axis=1)
+    steps2 = np.maximum(steps2, dist2[a + length, b])
+    black_before = np.concatenate(([0], np.cumsum(black)))
+    has_black = black_before[s + length + 1] - black_before[s - 1] > 0
+    alpha = np.where(valid, (offsets + 1) / (length[:, None] + 1), 0)
+    # |f - a - alpha (b - a)|^2 = |f - a|^2 - 2 alpha <f - a, b - a> + alpha^2 |b - a|^2
+    to_a = dist2[inner, a[:, None]]
+    projection = gram[inner, b[:, None]] - gram[inner, a[:, None]] - gram[a, b][:, None] + sq[a][:, None]
+    residual2 = to_a - 2 * alpha * projection + alpha**2 * change2[:, None]
+    residual = (np.sqrt(np.maximum(residual2, 0)) * valid).sum(axis=1) / length / np.sqrt(change2 + 1e-12)
+    in_between = np.where(valid, np.minimum(to_a, dist2[inner, b[:, None]]), 0).max(axis=1) / (change2 + 1e-12)
     # Mixing two pictures lowers contrast below what the sides would give.
-    sides = (1 - alpha) * contrast[s - 1] + alpha * contrast[e]
-    if (contrast[s:e] / np.maximum(sides, 1e-6)).min() > config.dissolve_max_contrast_ratio:
+    sides = (1 - alpha) * contrast[s - 1, None] + alpha * contrast[s + length, None]
+    dip = np.where(valid, contrast[inner + base] / np.maximum(sides, 1e-6), np.inf).min(axis=1)
+    fits = (
+        (change2 >= pixels * config.transition_min_change**2)
+        & (steps2 <= config.dissolve_max_step**2 * change2)
+        & ~has_black
+        & (dip <= config.dissolve_max_contrast_ratio)
+        & (residual <= config.transition_max_residual)
+        & (in_between >= config.dissolve_min_in_between**2)
+    )
+    if not fits.any():
         return None
-    frames = flat[s:e]
-    residual = float(_rms(frames - (a + alpha[:, None] * (b - a))).mean()) / change
-    if residual > config.transition_max_residual:
-        return None
-    in_between = np.minimum(_rms(frames - a), _rms(frames - b)).max() / change
-    if in_between < config.dissolve_min_in_between:
-        return None
-    return residual
+    longest = length[fits].max()
+    candidates = np.flatnonzero(fits & (length == longest))
+    best = candidates[np.argmin(residual[candidates])]
+    return int(s[best]), int(s[best] + length[best])
 
 
 def _rms(values: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(values * values, axis=-1))
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Half-open [start, end) ranges of consecutive True values."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))

@@ -2,11 +2,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from scenedetect import FrameTimecode
+from scenedetect.detectors import AdaptiveDetector
 
 from curation.config import DetectConfig
 from curation.probe import probe_video
-from curation.shots import detect_shots
+from curation.shots import adaptive_cuts, detect_shots
 
 # Where the cuts of bikes.mp4 are (checked by eye, frame by frame).
 BIKES_CUTS = [30, 76, 137, 187, 242]
@@ -68,3 +71,34 @@ def test_shots_cli_prints_json(bikes_path):
     assert result["num_frames"] == 250 and result["fps"] == 25.0
     assert [s["start_frame"] for s in result["shots"]][1:] == BIKES_CUTS
     assert all(s["end_frame"] > s["start_frame"] for s in result["shots"])
+
+
+class _ScoredAdaptiveDetector(AdaptiveDetector):
+    """PySceneDetect's own AdaptiveDetector, fed a given score per frame."""
+
+    next_score = 0.0
+
+    def _calculate_frame_score(self, timecode, frame_img):
+        return self.next_score
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_adaptive_cuts_match_pyscenedetect(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.gamma(2.0, 3.0, size=2000)
+    scores[rng.choice(2000, 60, replace=False)] += rng.uniform(10, 80, size=60)  # cuts, some close together
+    scores[0] = 0.0
+    scores[500:520] = 0.0  # a frozen stretch: zero neighbour mean
+    scores[510] = 40.0
+    config = DetectConfig()
+    reference = _ScoredAdaptiveDetector(
+        adaptive_threshold=config.adaptive_threshold,
+        min_scene_len=config.min_scene_len,
+        min_content_val=config.min_content_val,
+    )
+    expected = []
+    for index, score in enumerate(scores):
+        reference.next_score = float(score)
+        expected.extend(t.frame_num for t in reference.process_frame(FrameTimecode(index, 24.0), None))
+    assert expected, "the sequence has cuts"
+    assert adaptive_cuts(scores, config) == expected
