@@ -59,10 +59,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     os.makedirs(args.output_dir, exist_ok=True)
     for i in range(args.count):
-        lengths = [30 + 7 * ((i + k) % 5) for k in range(8)]
-        joins = [Join("cut")] * 7
-        joins[2] = Join("fade", 8, 4)
-        joins[5] = Join("dissolve", 12)
+        # About 30 s: enough shots for a 5 s and a 15 s scene, with every kind of join.
+        lengths = [40 + 13 * ((3 * i + k) % 4) for k in range(12)]
+        joins = [Join("cut")] * 11
+        joins[3] = Join("fade", 8, 4)
+        joins[7] = Join("dissolve", 12)
         path = os.path.join(args.output_dir, f"sample_{i:02d}.mp4")
         make_multishot_video(path, lengths, joins, width=args.width, height=args.height, fps=24, seed=i)
         print(path)

@@ -138,7 +138,25 @@ def _fit_dissolve(
     longest = length[fits].max()
     candidates = np.flatnonzero(fits & (length == longest))
     best = candidates[np.argmin(residual[candidates])]
-    return int(s[best]), int(s[best] + length[best])
+    # The longest fitting range reaches into the shots when they move little; the blend weight
+    # of each frame (its projection on the line from one side to the other) shows where the
+    # ramp really is: flat at 0, rising, flat at 1.
+    weights = projection[best, : length[best]] / change2[best]
+    start, end = _ramp_extent(weights, config.min_dissolve_frames)
+    # One frame of margin on each side: a frame barely blended is still not a clean shot frame.
+    return int(s[best] + max(0, start - 1)), int(s[best] + min(length[best], end + 1))
+
+
+def _ramp_extent(weights: np.ndarray, min_length: int) -> tuple[int, int]:
+    """[start, end) of the clamped linear ramp that best fits blend weights (least squares)."""
+    n = len(weights)
+    starts, lengths = (m.ravel() for m in np.meshgrid(np.arange(n), np.arange(min_length, n + 1), indexing="ij"))
+    keep = starts + lengths <= n
+    starts, lengths = starts[keep], lengths[keep]
+    t = np.arange(n)
+    model = np.clip((t[None, :] - starts[:, None] + 1) / (lengths[:, None] + 1), 0, 1)
+    best = np.argmin(((model - weights[None, :]) ** 2).sum(axis=1))
+    return int(starts[best]), int(starts[best] + lengths[best])
 
 
 def _rms(values: np.ndarray) -> np.ndarray:

@@ -38,6 +38,10 @@ def test_synthetic_hard_cuts_exact_and_no_transition_frame_in_a_shot(multishot):
         assert kept >= 0.6 * (end - start)
     kinds = sorted(t.kind for t in detection.transitions)
     assert kinds == ["dissolve", "fade"]
+    # Each transition is found where it is, give or take a few frames of margin.
+    for found, (start, end, kind) in zip(detection.transitions, truth.transitions):
+        assert found.kind == kind
+        assert start - 4 <= found.start_frame <= start and end <= found.end_frame <= end + 4, (found, start, end)
 
 
 @pytest.mark.parametrize("detector", ["adaptive", "content"])
