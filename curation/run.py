@@ -13,7 +13,7 @@ from pathlib import Path
 from curation.clips import cut_clips
 from curation.config import CurationConfig
 from curation.filters import filter_shots, score_shots
-from curation.manifests import write_manifest
+from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA, write_manifest
 from curation.probe import probe_video
 from curation.scenes import assemble_scenes
 from curation.shots import detect_shots
@@ -63,9 +63,9 @@ def list_inputs(input_dir: str | Path) -> list[str]:
 
 def write_manifests(results: list[VideoResult], output_dir: str | Path) -> None:
     manifests = Path(output_dir) / "manifests"
-    write_manifest([r.info.to_row() for r in results], manifests / "videos.parquet")
-    write_manifest([s.to_row() for r in results for s in r.shots], manifests / "shots.parquet")
-    write_manifest([s.to_row() for r in results for s in r.scenes], manifests / "scenes.parquet")
+    write_manifest([r.info.to_row() for r in results], manifests / "videos.parquet", VIDEOS_SCHEMA)
+    write_manifest([s.to_row() for r in results for s in r.shots], manifests / "shots.parquet", SHOTS_SCHEMA)
+    write_manifest([s.to_row() for r in results for s in r.scenes], manifests / "scenes.parquet", SCENES_SCHEMA)
 
 
 def curate_folder(input_dir: str | Path, output_dir: str | Path, config: CurationConfig) -> list[VideoResult]:

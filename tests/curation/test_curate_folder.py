@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import av
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from curation.config import DetectConfig
-from curation.manifests import read_manifest
+from curation.config import CurationConfig, DetectConfig
+from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, read_manifest
 from curation.probe import probe_video
+from curation.run import curate_folder
 from curation.shots import detect_shots
 
 CLIP_CONFIG = {
@@ -87,3 +89,13 @@ def test_clips_have_4k_plus_1_frames_and_cuts_where_the_manifest_says(curated):
         assert scene["shot_cut_frames"] == scene["shot_start_frames"][1:]
         detection = detect_shots(probe_video(scene["clip_path"]), DetectConfig())
         assert [s for s, _ in detection.shots][1:] == scene["shot_cut_frames"], scene["key"]
+
+
+def test_manifests_keep_their_columns_when_every_input_fails(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "empty.mp4").write_bytes(b"")
+    curate_folder(folder, tmp_path / "out", CurationConfig())
+    assert pq.read_schema(tmp_path / "out" / "manifests" / "shots.parquet").names == SHOTS_SCHEMA.names
+    scenes = pq.read_table(tmp_path / "out" / "manifests" / "scenes.parquet")
+    assert scenes.num_rows == 0 and scenes.schema.names == SCENES_SCHEMA.names
