@@ -2,9 +2,9 @@
 
 The pass records, per frame, PySceneDetect's content score, a gray thumbnail and the luma
 mean and std. Hard cuts come from PySceneDetect's AdaptiveDetector decision (vectorised) or
-its ContentDetector; gradual transitions and black frames
-come from `curation.transitions` on the thumbnails. Shots are what lies between cuts, with
-transition frames removed: no frame of a fade or dissolve is inside a shot.
+its ContentDetector; gradual transitions and black frames come from `curation.transitions`.
+Shots are what lies between cuts, with transition frames removed: no frame of a fade or
+dissolve is inside a shot.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scenedetect import FrameTimecode
 from numpy.lib.stride_tricks import sliding_window_view
+from scenedetect import FrameTimecode
 from scenedetect.detectors import ContentDetector
 
 from curation.config import DetectConfig
@@ -134,7 +134,7 @@ def find_cuts(scores: np.ndarray, fps: float, config: DetectConfig) -> list[int]
 
 
 class _Analyzer:
-    """Accumulates frames into batches and turns each batch into scores, cuts and features."""
+    """Accumulates frames into batches; one OpenCV call per batch gives scores and features."""
 
     def __init__(self, fps: float, config: DetectConfig, batch: int = 32) -> None:
         self.fps = fps
