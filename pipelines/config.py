@@ -1,0 +1,103 @@
+"""Configuration of the caption pipeline: curation and captioning sections plus the job's own.
+
+One YAML file holds all three (``pipelines/configs/default.yaml``); ``--set a.b.c=value`` on the
+command line overrides any key, so a config never has to be copied to change one number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from captioning.config import CaptionerConfig
+from curation.config import CurationConfig
+
+
+@dataclass
+class StageResources:
+    """Ray resources per stage. Decoding stages take a whole CPU because FFmpeg runs one thread
+    per video (``curation.probe.decode_threads``); the light stages take less so they fit beside them."""
+
+    probe_cpus: float = 0.5
+    shots_cpus: float = 1.0
+    clips_cpus: float = 1.0
+    frames_cpus: float = 0.5
+    record_cpus: float = 0.25
+    shards_cpus: float = 0.5
+    caption_cpus: float = 1.0
+    # GPUs per captioning actor; None: one when the cluster has any (transformers/vllm engines).
+    caption_gpus: float | None = None
+    # Captioning actors (one model copy each).
+    caption_actors: int = 1
+    # Scenes per captioning call: the transformers engine batches them through one generate().
+    caption_batch_size: int = 4
+
+
+@dataclass
+class ShardConfig:
+    # A shard is closed before it would pass this many bytes (mp4 + json) ...
+    target_bytes: int = 1 << 30
+    # ... or when it holds this many samples.
+    max_samples: int = 2000
+
+
+@dataclass
+class ReportConfig:
+    # Scenes shown in report.html (the first ones by key); the page embeds its thumbnails.
+    max_scenes: int = 200
+    thumb_width: int = 192
+
+
+@dataclass
+class PipelineConfig:
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    captioning: CaptionerConfig = field(default_factory=CaptionerConfig)
+    resources: StageResources = field(default_factory=StageResources)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    # A rerun normally keeps recorded failures (bad inputs stay bad); True tries them again.
+    retry_failed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":
+        data = dict(data)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown pipeline config keys: {sorted(unknown)}")
+        return cls(
+            curation=CurationConfig.from_dict(data.pop("curation", None) or {}),
+            captioning=CaptionerConfig.from_dict(data.pop("captioning", None) or {}),
+            resources=StageResources(**(data.pop("resources", None) or {})),
+            shards=ShardConfig(**(data.pop("shards", None) or {})),
+            report=ReportConfig(**(data.pop("report", None) or {})),
+            **data,
+        )
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineConfig:
+    """The YAML at ``path`` (or the defaults) with ``key.path=value`` overrides applied."""
+    data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    for item in overrides:
+        apply_override(data, item)
+    return PipelineConfig.from_dict(data)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """``captioning.openai.base_url=http://h:8000/v1`` -> nested dict assignment; the value is YAML."""
+    dotted, sep, raw = item.partition("=")
+    if not sep or not dotted:
+        raise ValueError(f"override {item!r} is not key.path=value")
+    *parents, leaf = dotted.split(".")
+    node = data
+    for name in parents:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: {name} is not a section")
+    node[leaf] = yaml.safe_load(raw)
