@@ -1,0 +1,79 @@
+"""Shared helpers for the training tests: real WebDataset shards of synthetic multi-shot clips.
+
+A uniquely named module rather than ``conftest`` imports, which other test folders' conftests shadow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from curation.shards import SampleMeta, shard_name, write_shard
+from curation.synthetic import make_multishot_video
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CONFIG = REPO / "training" / "configs" / "tiny.yaml"
+# Shot lengths whose cuts land on f % 4 == 1 and whose totals are 4k + 1.
+SHOT_PLANS = [[21, 20, 24], [17, 16], [33], [9, 12, 12], [13, 20], [25, 8]]
+WORDS = ["red", "green", "blue", "orange", "purple", "bright", "slow", "wide", "close", "moving"]
+
+
+def holocine_prompt(global_caption: str, shot_captions: list[str]) -> str:
+    shots = " [shot cut] ".join(shot_captions)
+    return (f"[global caption] {global_caption} This scene contains {len(shot_captions)} shots. "
+            f"[per shot caption] {shots}")
+
+
+def make_sample(folder: Path, index: int, shot_lengths: list[int], size: int = 48) -> tuple[SampleMeta, bytes]:
+    path = folder / f"clip{index:03d}.mp4"
+    make_multishot_video(path, shot_lengths, width=size, height=size, fps=16, seed=index)
+    starts = [sum(shot_lengths[:i]) for i in range(len(shot_lengths))]
+    total = sum(shot_lengths)
+    captions = [f"{WORDS[(index + i) % len(WORDS)]} moving textures shot {i + 1}" for i in range(len(shot_lengths))]
+    meta = SampleMeta(
+        key=f"clip-{index:04d}",
+        source={"uri": str(path), "video_id": f"v{index}", "start_s": 0.0, "end_s": total / 16},
+        fps=16, num_frames=total, width=size, height=size,
+        global_caption=f"abstract {WORDS[index % len(WORDS)]} patterns drifting",
+        shots=[{"start_frame": s, "end_frame": s + n, "caption": c} for s, n, c in zip(starts, shot_lengths, captions)],
+        shot_cut_frames=starts[1:],
+        prompt=holocine_prompt(f"abstract {WORDS[index % len(WORDS)]} patterns drifting", captions),
+    )
+    return meta, path.read_bytes()
+
+
+def write_shards(folder: Path, num_samples: int, per_shard: int) -> list[Path]:
+    """``num_samples`` clips (cycling through SHOT_PLANS) in shards of ``per_shard`` samples."""
+    clips = folder / "clips"
+    clips.mkdir(parents=True, exist_ok=True)
+    samples = [make_sample(clips, i, SHOT_PLANS[i % len(SHOT_PLANS)]) for i in range(num_samples)]
+    paths = []
+    for n, start in enumerate(range(0, num_samples, per_shard)):
+        path = folder / shard_name(n)
+        write_shard(path, samples[start:start + per_shard])
+        paths.append(path)
+    return paths
+
+
+def run_module(module: str, args: list[str], nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m module`` (or torchrun with ``nproc`` processes) in a clean single-threaded env."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", module]
+    else:
+        cmd = [sys.executable, "-m", module]
+    result = subprocess.run(cmd + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{module} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def read_metrics(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def losses(output: Path) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in read_metrics(output) if "loss" in row}

@@ -1,0 +1,96 @@
+"""Training checkpoints with ``torch.distributed.checkpoint`` and export to safetensors.
+
+``OUTPUT/checkpoints/step-00000100/`` holds the DCP files of the (sharded) model and optimizer and
+``trainer.pt``: step, LR schedule, every rank's data position and skipped-sample count, and every
+rank's torch RNG state. ``OUTPUT/checkpoints/latest`` names the newest complete checkpoint; it is
+written last, so a run killed while saving resumes from the one before.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+
+from holocine_model import save_checkpoint
+
+from .config import LoRAConfig
+from .data import Position
+from .lora import merge_lora
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+TRAINER_STATE = "trainer.pt"
+
+
+def _gather(obj: object) -> list[object]:
+    if not dist.is_initialized():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def save(root: Path, step: int, model, optimizer, scheduler, position: Position, skipped: int, keep: int = 2) -> Path:
+    """Save a resumable checkpoint of ``step``; collective (every rank calls it)."""
+    folder = root / f"step-{step:08d}"
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    ranks = _gather({"position": asdict(position), "skipped": skipped, "rng": torch.get_rng_state()})
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        torch.save({"step": step, "scheduler": scheduler.state_dict(), "ranks": ranks}, folder / TRAINER_STATE)
+        tmp = root / f"{LATEST}.tmp"
+        tmp.write_text(folder.name)
+        tmp.replace(root / LATEST)
+        for old in sorted(root.glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("saved checkpoint %s", folder)
+    _barrier()
+    return folder
+
+
+def latest(root: Path) -> Path | None:
+    marker = root / LATEST
+    return root / marker.read_text().strip() if marker.is_file() else None
+
+
+def load(folder: Path, model, optimizer, scheduler, rank: int) -> tuple[int, Position, int]:
+    """Restore model, optimizer, schedule and this rank's RNG; returns (step, data position, skipped)."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    trainer = torch.load(folder / TRAINER_STATE, weights_only=True)
+    scheduler.load_state_dict(trainer["scheduler"])
+    mine = trainer["ranks"][rank]
+    torch.set_rng_state(mine["rng"])
+    log.info("resumed from %s at step %d", folder, trainer["step"])
+    return trainer["step"], Position(**mine["position"]), mine["skipped"]
+
+
+def export(model, path: Path, layout: str, lora: LoRAConfig | None, is_main: bool) -> None:
+    """Full weights (adapters merged) as safetensors in the Wan/DiffSynth or diffusers layout; collective."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if is_main:
+        if lora is not None and lora.enabled:
+            state = merge_lora(state, lora)
+        save_checkpoint(state, path, layout=layout)
+        log.info("exported %s (%s layout)", path, layout)
+    _barrier()

@@ -1,0 +1,165 @@
+"""Training configuration: dataclasses with defaults, filled from YAML and ``key=value`` overrides.
+
+A YAML file mirrors ``TrainConfig`` (sections ``data``, ``model``, ``encoders``, ``flow``, ``optim``,
+``lora``, ``checkpoint``, ``validation``); overrides use dotted paths (``optim.lr=1e-5``) and are parsed
+as YAML scalars, so ``data.bucket=[81,480,832]`` and ``lora.enabled=true`` work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    # Shards: paths, globs, brace patterns ("shard-{000000..000009}.tar") or URIs, raw or latent-cached.
+    shards: list[str] = field(default_factory=list)
+    # (frames, height, width) every clip is cut / resized / cropped to; frames is 4k+1.
+    bucket: tuple[int, int, int] = (81, 480, 832)
+    batch_size: int = 1  # per rank
+    num_workers: int = 2
+    shuffle_shards: bool = True
+    shuffle_buffer: int = 64  # samples; 0 or 1 keeps stream order
+    text_len: int = 512
+
+
+@dataclass
+class ModelSection:
+    preset: str = "wan2.1-1.3b"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # Initial DiT weights (Wan / DiffSynth / HoloCine or diffusers layout); None = random init.
+    checkpoint: str | None = None
+    gradient_checkpointing: bool = True
+
+
+@dataclass
+class EncoderConfig:
+    # A diffusers-format Wan folder (vae/, text_encoder/, tokenizer/) or Wan's original folder
+    # (Wan2.1_VAE.pth / Wan2.2_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/).
+    # "tiny" builds random tiny encoders and a locally trained tokenizer (tests, CPU smoke runs).
+    source: str = "tiny"
+    dtype: str = "bfloat16"  # encoder weights on GPU; CPU always runs fp32
+
+
+@dataclass
+class FlowConfig:
+    sampling: str = "logit_normal"  # or "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 5.0
+    # Train one expert of a mixture: timesteps (of 1000) in [min, max). A14B high noise: [875, 1000].
+    timestep_min: float = 0.0
+    timestep_max: float = 1000.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    schedule: str = "constant"  # after warm-up: "constant", "linear" or "cosine" decay to 0 at max_steps
+    max_grad_norm: float = 1.0
+    max_steps: int = 1000
+
+
+@dataclass
+class LoRAConfig:
+    enabled: bool = False
+    rank: int = 32
+    alpha: float = 32.0
+    target_modules: list[str] = field(default_factory=lambda: ["q", "k", "v", "o", "ffn.0", "ffn.2"])
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 500
+    export_layout: str = "wan"  # safetensors layout written at the end: "wan" (DiffSynth / HoloCine) or "diffusers"
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 0  # steps between validations; 0 = never
+    num_samples: int = 2  # the first samples of the first shards, a fixed set (they are trained on too)
+    sample_steps: int = 30
+    guidance_scale: float = 1.0
+    write_video: bool = True
+
+
+@dataclass
+class TrainConfig:
+    output: str = "out/train"
+    seed: int = 0
+    log_every: int = 1
+    mixed_precision: str = "bf16"  # on GPU; CPU runs fp32
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    encoders: EncoderConfig = field(default_factory=EncoderConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # Fault injection for the resume test: SIGKILL this process in the middle of that step.
+    kill_in_step: int | None = None
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    """Instantiate dataclass ``cls`` from a nested dict, recursing into dataclass fields."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise KeyError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {})
+        elif typing.get_origin(hint) is tuple and value is not None:
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A ``TrainConfig`` from a YAML file (or defaults) with ``key=value`` overrides applied."""
+    tree: dict[str, Any] = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        _set_dotted(tree, key, yaml.safe_load(raw))
+    return _build(TrainConfig, tree)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), suitable for YAML and Ray's train_loop_config."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    return _build(TrainConfig, values)
+

@@ -1,0 +1,252 @@
+"""WebDataset shards -> training batches.
+
+The sample order is one global stream, the same whatever the world size: each epoch visits the
+shards in a seeded order, samples pass through a seeded shuffle buffer, and the stream's sample ``g``
+goes to rank ``g % world_size``; within a rank, its ``j``-th sample goes to loader worker
+``j % num_workers``, and the loader returns samples in worker round-robin order. So every sample is
+used once per epoch, the global batch at step ``k`` does not depend on how many ranks share it (what
+makes FSDP runs comparable to one process), and a position ``(epoch, index in epoch, g, j)`` is all a
+resume needs. Every worker reads all tar bytes but decodes only its own samples; decoding (video,
+or latent tensors) is the cost that is split.
+
+A sample that fails to decode is skipped and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load as load_safetensors
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset import tariterators
+from webdataset.shardlists import expand_urls
+
+from curation.shards import decode_sample
+from holocine_model import ShotLayout
+
+from .prompt import PromptTokenizer, truncate_prompt
+from .video import decode_frames, fit_to_bucket
+
+log = logging.getLogger(__name__)
+
+
+def expand_shards(patterns: list[str]) -> list[str]:
+    """Shard URLs from paths, globs, brace patterns and URIs (``s3://``, ``pipe:``...), in order."""
+    urls: list[str] = []
+    for pattern in patterns:
+        for url in expand_urls(pattern):
+            if "://" in url or url.startswith("pipe:"):
+                urls.append(url)
+            elif glob.has_magic(url):
+                urls.extend(sorted(glob.glob(url)))
+            else:
+                urls.append(url)
+    if not urls:
+        raise FileNotFoundError(f"no shards match {patterns}")
+    return urls
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a sample sits in the stream: epoch, index in that epoch, global index, rank-local index."""
+
+    epoch: int = 0
+    index: int = -1
+    global_index: int = -1
+    local_index: int = -1
+
+    def following(self) -> Position:
+        return Position(self.epoch, self.index + 1, self.global_index + 1, self.local_index + 1)
+
+
+class SampleDecoder:
+    """Raw webdataset sample -> training sample (tensors). Raw clips or latent-cache samples."""
+
+    def __init__(self, bucket: tuple[int, int, int], tokenizer: PromptTokenizer | None) -> None:
+        self.frames, self.height, self.width = bucket
+        self.tokenizer = tokenizer
+
+    def __call__(self, raw: dict) -> dict:
+        if "safetensors" in raw:
+            return self._cached(raw)
+        meta, mp4 = decode_sample(raw)
+        if meta.num_frames < self.frames:
+            raise ValueError(f"{meta.key}: {meta.num_frames} frames, the bucket needs {self.frames}")
+        cuts = [f for f in meta.shot_cut_frames if f < self.frames]
+        prompt = truncate_prompt(meta.prompt, len(cuts) + 1) if len(cuts) < len(meta.shot_cut_frames) else meta.prompt
+        tokens = self.tokenizer(prompt, len(cuts) + 1)
+        video = fit_to_bucket(decode_frames(mp4, self.frames), self.height, self.width)
+        return {
+            "key": meta.key,
+            "video": video,
+            "input_ids": tokens.input_ids,
+            "attention_mask": tokens.attention_mask,
+            "shot_ids": ShotLayout.from_cut_frames(self.frames, cuts).shot_ids[0],
+            "global_span": torch.tensor(tokens.global_span),
+            "shot_spans": torch.tensor(tokens.shot_spans),
+        }
+
+    def _cached(self, raw: dict) -> dict:
+        meta = json.loads(raw["json"])
+        tensors = load_safetensors(raw["safetensors"])
+        latent_frames = (self.frames - 1) // 4 + 1
+        if tensors["latents"].shape[1] != latent_frames:
+            raise ValueError(f"{meta['key']}: cached for {tensors['latents'].shape[1]} latent frames, "
+                             f"the bucket has {latent_frames}")
+        states = tensors["text_states"]
+        return {
+            "key": meta["key"],
+            "latents": tensors["latents"],
+            "text_states": states,
+            "attention_mask": tensors["attention_mask"],
+            "shot_ids": tensors["shot_ids"],
+            "global_span": torch.tensor(meta["global_span"]),
+            "shot_spans": torch.tensor(meta["shot_spans"]),
+        }
+
+
+class ShardStream(IterableDataset):
+    """The global sample stream, this rank's share of it, split across loader workers (see module doc)."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        decode: Callable[[dict], dict],
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle_shards: bool = True,
+        shuffle_buffer: int = 0,
+        resume_after: Position = Position(),
+        loop: bool = True,
+    ) -> None:
+        self.urls = urls
+        self.decode = decode
+        self.rank, self.world_size = rank, world_size
+        self.seed = seed
+        self.shuffle_shards = shuffle_shards
+        self.shuffle_buffer = shuffle_buffer
+        # Iteration resumes right after `resume_after`, the last consumed position.
+        self.resume_after = resume_after
+        self.loop = loop
+
+    def _epoch_samples(self, epoch: int) -> Iterator[dict]:
+        urls = list(self.urls)
+        if self.shuffle_shards:
+            random.Random(f"{self.seed}-shards-{epoch}").shuffle(urls)
+        raw = self._read(urls)
+        if self.shuffle_buffer > 1:
+            raw = _shuffled(raw, self.shuffle_buffer, random.Random(f"{self.seed}-samples-{epoch}"))
+        return raw
+
+    def _read(self, urls: list[str]) -> Iterator[dict]:
+        for url in urls:
+            try:
+                yield from tariterators.tarfile_samples([{"url": url}])
+            except Exception as exc:  # a truncated or unreadable shard ends that shard, not the run
+                log.warning("shard %s: %s; moving on", url, exc)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        num_workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        start = self.resume_after.following()
+        epoch, index, g, j = start.epoch, start.index, start.global_index, start.local_index
+        # Worker 0 is asked first, so it takes the next local index whatever position we resume from.
+        first_local = j
+        skipped = 0
+        while True:
+            count = 0
+            for count, raw in enumerate(self._epoch_samples(epoch), start=1):
+                if count - 1 < index:
+                    continue
+                mine = g % self.world_size == self.rank
+                if mine and (j - first_local) % num_workers == worker:
+                    try:
+                        sample = self.decode(raw)
+                    except Exception as exc:
+                        skipped += 1
+                        log.warning("skipping sample %s: %s", raw.get("__key__"), exc)
+                    else:
+                        sample["position"] = Position(epoch, index, g, j)
+                        sample["skipped"] = (worker, skipped)
+                        yield sample
+                index += 1
+                g += 1
+                j += mine
+            if not self.loop:
+                return
+            if count == 0:
+                raise RuntimeError(f"the shards hold no samples: {self.urls[:3]}…")
+            epoch, index = epoch + 1, 0
+
+
+def _shuffled(items: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
+    buffer: list[dict] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        i = rng.randrange(size)
+        yield buffer[i]
+        buffer[i] = item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack samples of one bucket; the shot layout is built on the host, as the model wants."""
+    batch: dict = {"keys": [s["key"] for s in samples]}
+    for name in ("video", "latents", "input_ids", "text_states", "attention_mask"):
+        if name in samples[0]:
+            batch[name] = torch.stack([s[name] for s in samples])
+    rows = max(len(s["shot_spans"]) for s in samples)
+    shot_spans = torch.zeros(len(samples), rows, 2, dtype=torch.long)
+    for b, s in enumerate(samples):
+        shot_spans[b, :len(s["shot_spans"])] = s["shot_spans"]
+    batch["layout"] = ShotLayout(torch.stack([s["shot_ids"] for s in samples]),
+                                 torch.stack([s["global_span"] for s in samples]), shot_spans)
+    batch["global_index"] = torch.tensor([s["position"].global_index for s in samples])
+    return batch
+
+
+def fixed_batches(urls: list[str], decode: Callable[[dict], dict], batch_size: int, num_samples: int) -> list[dict]:
+    """The first ``num_samples`` samples of the shards in stored order, as batches (a fixed set)."""
+    stream = ShardStream(urls, decode, shuffle_shards=False, shuffle_buffer=0, loop=False)
+    samples = list(itertools.islice(iter(stream), num_samples))
+    return [collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
+
+
+class BatchIterator:
+    """Batches of ``batch_size`` consecutive samples of this rank's stream, with the resume position."""
+
+    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int, skipped: int = 0) -> None:
+        self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
+                                 persistent_workers=False, prefetch_factor=4 if num_workers else None)
+        self.batch_size = batch_size
+        self.position = stream.resume_after
+        self._skipped_before = skipped
+        self._skipped: dict[int, int] = {}
+        self._it = iter(self.loader)
+
+    @property
+    def skipped(self) -> int:
+        """Corrupt samples skipped so far on this rank (resumed runs included)."""
+        return self._skipped_before + sum(self._skipped.values())
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> dict:
+        samples = [next(self._it) for _ in range(self.batch_size)]
+        for s in samples:
+            worker, count = s["skipped"]
+            self._skipped[worker] = count
+        self.position = samples[-1]["position"]
+        return collate(samples)

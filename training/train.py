@@ -1,0 +1,220 @@
+"""Fine-tune the shot-aware Wan DiT with flow matching.
+
+    python -m training.train --config training/configs/tiny.yaml [key=value ...] [--resume]
+    torchrun --nproc-per-node 8 -m training.train --config training/configs/wan2.1-1.3b.yaml data.shards=[...]
+    python -m training.train --config ... --ray-workers 8        # the same loop under Ray Train
+
+Reads top to bottom: set up the world, model, optimizer, data and encoders; restore a checkpoint;
+then per step draw a batch, encode it (unless it comes from the latent cache), noise it, predict,
+step the optimizer, log, and now and then validate and checkpoint; export safetensors at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch.distributed.tensor import DTensor
+
+from holocine_model import FlowEulerSampler, ShotLayout, WanDiT, get_config, load_checkpoint
+
+from . import checkpointing
+from .config import OptimConfig, TrainConfig, config_to_dict, load_config
+from .data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards, fixed_batches
+from .encoders import Encoders, load_encoders
+from .flow import FlowMatching
+from .lora import apply_lora
+from .metrics import MetricsLogger
+from .parallel import World, all_mean, all_sum, init_world, shard_model
+from .prompt import PromptTokenizer
+from .video import write_mp4
+
+log = logging.getLogger("training")
+
+
+def build_model(config: TrainConfig) -> WanDiT:
+    model = WanDiT(get_config(config.model.preset, **config.model.overrides))
+    if config.model.checkpoint:
+        load_checkpoint(model, config.model.checkpoint)
+    if config.lora.enabled:
+        model = apply_lora(model, config.lora)
+    model.enable_gradient_checkpointing(config.model.gradient_checkpointing)
+    return model
+
+
+def lr_lambda(optim: OptimConfig):
+    """Linear warm-up, then constant or linear / cosine decay to 0 at ``max_steps``."""
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.schedule == "constant":
+            return 1.0
+        progress = (step - optim.warmup_steps) / max(1, optim.max_steps - optim.warmup_steps)
+        if optim.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if optim.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        raise ValueError(f"unknown schedule {optim.schedule!r}")
+
+    return factor
+
+
+@dataclass
+class Step:
+    """What the loop needs to turn a batch into a loss."""
+
+    model: torch.nn.Module
+    encoders: Encoders | None
+    flow: FlowMatching
+    device: torch.device
+    autocast: bool
+
+    def inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean latents and text states, from the cache or encoded now."""
+        if "latents" in batch:
+            return batch["latents"].to(self.device), batch["text_states"].to(self.device)
+        return (self.encoders.encode_video(batch["video"]),
+                self.encoders.encode_text(batch["input_ids"], batch["attention_mask"]))
+
+    def loss(self, batch: dict, global_index: torch.Tensor) -> torch.Tensor:
+        latents, text = self.inputs(batch)
+        x_t, timesteps, target = self.flow.noised(latents, global_index)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
+            pred = self.model(x_t, timesteps, text, batch["attention_mask"].to(self.device), batch["layout"])
+        return F.mse_loss(pred.float(), target)
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    world = init_world()
+    output = Path(config.output)
+    if world.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    cuda = world.device.type == "cuda"
+    bf16 = cuda and config.mixed_precision == "bf16"
+
+    # Same initial weights on every rank, whatever the world size; FSDP then shards them.
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(world.device)
+    if world.distributed:
+        shard_model(model, mixed_precision=bf16)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas, eps=config.optim.eps,
+                                  weight_decay=config.optim.weight_decay, fused=cuda)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.optim))
+
+    step, position, skipped = 0, Position(), 0
+    checkpoints = output / "checkpoints"
+    resume_from = checkpointing.latest(checkpoints) if resume else None
+    if resume_from is not None:
+        step, position, skipped = checkpointing.load(resume_from, model, optimizer, scheduler, world.rank)
+
+    encoders = load_encoders(config.encoders.source, world.device,
+                             getattr(torch, config.encoders.dtype) if cuda else torch.float32)
+    urls = expand_shards(config.data.shards)
+    decoder = SampleDecoder(config.data.bucket, PromptTokenizer(encoders.tokenizer, config.data.text_len))
+    stream = ShardStream(urls, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
+                         config.data.shuffle_buffer, resume_after=position)
+    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skipped)
+    val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples) if config.validation.every else []
+
+    runner = Step(model, encoders, FlowMatching(config.flow, config.seed), world.device, autocast=bf16 and not world.distributed)
+    metrics = MetricsLogger(output, world.is_main, step, config.optim.max_steps)
+    if step == 0 and config.validation.every:
+        metrics.log(0, {"val_loss": validation_loss(runner, val_batches)})
+
+    model.train()
+    while step < config.optim.max_steps:
+        step += 1
+        batch = next(batches)
+        loss = runner.loss(batch, batch["global_index"])
+        loss.backward()
+        if config.kill_in_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+        if step % config.log_every == 0:
+            if isinstance(grad_norm, DTensor):
+                grad_norm = grad_norm.full_tensor()
+            values = {"loss": all_mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
+                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(batches.skipped)}
+            metrics.log(step, values)
+        if config.validation.every and step % config.validation.every == 0:
+            metrics.log(step, {"val_loss": validation_loss(runner, val_batches)})
+            if config.validation.write_video:
+                sample_video(runner, val_batches[0], config, output / "samples" / f"step-{step:08d}.mp4", world)
+        if step % config.checkpoint.every == 0 or step == config.optim.max_steps:
+            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, batches.skipped)
+        metrics.advance()
+
+    metrics.close()
+    export_path = output / "export" / "dit.safetensors"
+    checkpointing.export(model, export_path, config.checkpoint.export_layout, config.lora, world.is_main)
+    return export_path
+
+
+@torch.no_grad()
+def validation_loss(runner: Step, batches: list[dict]) -> float:
+    """Mean loss on the fixed validation set with fixed noise (stream indices below 0, never trained on)."""
+    runner.model.eval()
+    losses = [runner.loss(batch, -1 - batch["global_index"]) for batch in batches]
+    runner.model.train()
+    return all_mean(torch.stack(losses).mean()).item()
+
+
+@torch.no_grad()
+def sample_video(runner: Step, batch: dict, config: TrainConfig, path: Path, world: World) -> None:
+    """Generate the first validation sample's clip from its prompt and write it as mp4 (main rank)."""
+    runner.model.eval()
+    latents, text = runner.inputs(batch)
+    layout = batch["layout"]
+    first = ShotLayout(layout.shot_ids[:1], layout.global_spans[:1], layout.shot_spans[:1])
+    sampler = FlowEulerSampler(config.validation.sample_steps, config.flow.shift, config.validation.guidance_scale)
+    with torch.autocast("cuda", dtype=torch.bfloat16) if runner.autocast else contextlib.nullcontext():
+        out = sampler.sample(runner.model, tuple(latents[:1].shape), text[:1], batch["attention_mask"][:1].to(world.device),
+                             first, seed=config.seed, device=world.device)
+    runner.model.train()
+    if world.is_main:
+        write_mp4(path, runner.encoders.decode_latents(out)[0])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/latest")
+    parser.add_argument("--ray-workers", type=int, default=0, help="run under Ray Train with N workers (one per GPU)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-5")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    config = load_config(args.config, args.overrides)
+    if args.ray_workers:
+        from .ray_launch import launch
+
+        launch(config, args.ray_workers, args.resume)
+    else:
+        train(config, args.resume)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
