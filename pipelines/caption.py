@@ -173,8 +173,9 @@ def reason_of(error: str) -> str:
     return error.split(":")[0].split(" (")[0].strip()
 
 
-def pack(output: str, samples: list[tuple[dict[str, Any], str]], config: PipelineConfig) -> dict[str, str]:
-    """Pack the samples into shards (rewriting only changed ones); returns key -> shard name."""
+def pack(output: str, samples: list[tuple[dict[str, Any], str]], config: PipelineConfig) -> tuple[dict[str, str], int]:
+    """Pack the samples into shards, rewriting only changed ones; returns key -> shard name and
+    how many shards were written."""
     import ray.data
 
     entries = [
@@ -189,7 +190,7 @@ def pack(output: str, samples: list[tuple[dict[str, Any], str]], config: Pipelin
         results = tasks.map(write_planned_shard, fn_kwargs={"output": output}, num_cpus=config.resources.shards_cpus)
         written = sum(row["written"] for row in results.take_all())
     log.info("shards: %d planned, %d written, %d already complete", len(plan), written, len(plan) - written)
-    return {entry.key: shard_name(i) for i, shard in enumerate(plan) for entry in shard}
+    return {entry.key: shard_name(i) for i, shard in enumerate(plan) for entry in shard}, written
 
 
 def finish(output: str, uris: list[str], config: PipelineConfig, run_stats: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +214,7 @@ def finish(output: str, uris: list[str], config: PipelineConfig, run_stats: dict
             if caption["sample"] is not None:
                 samples.append((caption["sample"], scene.clip_path))
     samples.sort(key=lambda item: item[0]["key"])
-    shard_of = pack(output, samples, config)
+    shard_of, run_stats["shards_written"] = pack(output, samples, config)
 
     scene_rows, scene_failures = [], []
     for record in records:
