@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def _gather(obj: object) -> list[object]:
     return out
 
 
+def _dcp(fn, state: dict, folder: Path) -> None:
+    """``dcp.save`` / ``dcp.load``; a single process says so instead of being warned about it."""
+    single = not dist.is_initialized()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is (disabled, )?unavailable or uninitialized")
+        fn(state, checkpoint_id=str(folder), no_dist=single)
+
+
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
@@ -52,7 +61,7 @@ def save(root: Path, step: int, model, optimizer, scheduler, position: Position,
     """Save a resumable checkpoint of ``step``; collective (every rank calls it)."""
     folder = root / f"step-{step:08d}"
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    _dcp(dcp.save, {"model": model_sd, "optim": optim_sd}, folder)
     ranks = _gather({"position": asdict(position), "skipped": skipped, "rng": torch.get_rng_state()})
     if not dist.is_initialized() or dist.get_rank() == 0:
         torch.save({"step": step, "scheduler": scheduler.state_dict(), "ranks": ranks}, folder / TRAINER_STATE)
@@ -75,7 +84,7 @@ def load(folder: Path, model, optimizer, scheduler, rank: int) -> tuple[int, Pos
     """Restore model, optimizer, schedule and this rank's RNG; returns (step, data position, skipped)."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    _dcp(dcp.load, state, folder)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     trainer = torch.load(folder / TRAINER_STATE, weights_only=True)
     scheduler.load_state_dict(trainer["scheduler"])
@@ -83,6 +92,11 @@ def load(folder: Path, model, optimizer, scheduler, rank: int) -> tuple[int, Pos
     torch.set_rng_state(mine["rng"])
     log.info("resumed from %s at step %d", folder, trainer["step"])
     return trainer["step"], Position(**mine["position"]), mine["skipped"]
+
+
+def load_model_only(state: dict, folder: Path) -> None:
+    """Fill ``{"model": state_dict}`` from a checkpoint, in one process (for export)."""
+    _dcp(dcp.load, state, folder)
 
 
 def export(model, path: Path, layout: str, lora: LoRAConfig | None, is_main: bool) -> None:

@@ -69,9 +69,10 @@ class Position:
 class SampleDecoder:
     """Raw webdataset sample -> training sample (tensors). Raw clips or latent-cache samples."""
 
-    def __init__(self, bucket: tuple[int, int, int], tokenizer: PromptTokenizer | None) -> None:
+    def __init__(self, bucket: tuple[int, int, int], tokenizer: PromptTokenizer) -> None:
         self.frames, self.height, self.width = bucket
         self.tokenizer = tokenizer
+        self.text_len = tokenizer.text_len
 
     def __call__(self, raw: dict) -> dict:
         if "safetensors" in raw:
@@ -100,12 +101,18 @@ class SampleDecoder:
         if tensors["latents"].shape[1] != latent_frames:
             raise ValueError(f"{meta['key']}: cached for {tensors['latents'].shape[1]} latent frames, "
                              f"the bucket has {latent_frames}")
-        states = tensors["text_states"]
+        # The cache keeps only the prompt's tokens; pad back to text_len with zero states.
+        states = tensors["text_states"].float()
+        length = states.shape[0]
+        if length > self.text_len:
+            raise ValueError(f"{meta['key']}: cached with {length} text tokens, text_len is {self.text_len}")
+        mask = torch.zeros(self.text_len, dtype=torch.long)
+        mask[:length] = 1
         return {
             "key": meta["key"],
             "latents": tensors["latents"],
-            "text_states": states,
-            "attention_mask": tensors["attention_mask"],
+            "text_states": torch.cat([states, states.new_zeros(self.text_len - length, states.shape[1])]),
+            "attention_mask": mask,
             "shot_ids": tensors["shot_ids"],
             "global_span": torch.tensor(meta["global_span"]),
             "shot_spans": torch.tensor(meta["shot_spans"]),

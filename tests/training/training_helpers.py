@@ -58,17 +58,31 @@ def write_shards(folder: Path, num_samples: int, per_shard: int) -> list[Path]:
     return paths
 
 
-def run_module(module: str, args: list[str], nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m module`` (or torchrun with ``nproc`` processes) in a clean single-threaded env."""
+def _run(cmd: list[str], check: bool) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", module]
-    else:
-        cmd = [sys.executable, "-m", module]
-    result = subprocess.run(cmd + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     if check and result.returncode != 0:
-        raise AssertionError(f"{module} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(f"{cmd[:6]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def run_module(module: str, args: list[str], nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m module`` (or torchrun with ``nproc`` processes), single-threaded."""
+    if nproc > 1:
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        return _run([sys.executable, *launcher, "-m", module, *args], check)
+    return _run([sys.executable, "-m", module, *args], check)
+
+
+def run_script(path: Path, args: list[str]) -> subprocess.CompletedProcess:
+    return _run([sys.executable, str(path), *args], check=True)
+
+
+def train(output: Path, shards: str, *overrides: str, nproc: int = 1, resume: bool = False,
+          check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m training.train`` with the tiny config on ``shards`` (a glob) writing to ``output``."""
+    args = ["--config", str(TINY_CONFIG), f"output={output}", f"data.shards=[{shards}]", *overrides]
+    return run_module("training.train", args + (["--resume"] if resume else []), nproc=nproc, check=check)
 
 
 def read_metrics(output: Path) -> list[dict]:

@@ -1,0 +1,126 @@
+"""The data path on real shards: splitting, resume positions, corrupt samples, spans, shot ids, buckets."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import SHOT_PLANS, holocine_prompt, make_sample
+
+from curation.shards import write_shard
+from training.data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards
+from training.encoders import load_tokenizer
+from training.prompt import PromptTokenizer, truncate_prompt
+from training.video import fit_to_bucket
+
+BUCKET = (17, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def decoder() -> SampleDecoder:
+    return SampleDecoder(BUCKET, PromptTokenizer(load_tokenizer("tiny"), 64))
+
+
+def keys_of(stream: ShardStream, workers: int, count: int) -> list[str]:
+    batches = BatchIterator(stream, batch_size=1, num_workers=workers)
+    return [next(batches)["keys"][0] for _ in range(count)]
+
+
+def test_expand_shards_globs_braces_and_uris(shards):
+    assert expand_shards([f"{shards}/shard-*.tar"]) == [str(p) for p in sorted(shards.glob("shard-*.tar"))]
+    assert expand_shards([f"{shards}/shard-{{000000..000001}}.tar"]) == [f"{shards}/shard-00000{i}.tar" for i in (0, 1)]
+    assert expand_shards(["s3://bucket/shard-{0..1}.tar"]) == ["s3://bucket/shard-0.tar", "s3://bucket/shard-1.tar"]
+    with pytest.raises(FileNotFoundError):
+        expand_shards([f"{shards}/nothing-*.tar"])
+
+
+@pytest.mark.parametrize("world,workers", [(1, 2), (2, 1), (2, 2)])
+def test_ranks_and_workers_read_every_sample_once_per_epoch(shards, decoder, world, workers):
+    urls = expand_shards([f"{shards}/shard-*.tar"])
+    per_rank = [keys_of(ShardStream(urls, decoder, rank, world, seed=3, shuffle_buffer=5), workers, 12 // world)
+                for rank in range(world)]
+    seen = Counter(k for keys in per_rank for k in keys)
+    assert sorted(seen) == [f"clip-{i:04d}" for i in range(12)] and set(seen.values()) == {1}
+    # The global order interleaves ranks: it is the same stream a single process reads.
+    single = keys_of(ShardStream(urls, decoder, 0, 1, seed=3, shuffle_buffer=5), 1, 12)
+    assert [per_rank[g % world][g // world] for g in range(12)] == single
+    assert single != sorted(single), "shards and samples are shuffled"
+
+
+def test_epochs_reshuffle_and_resume_continues_the_stream(shards, decoder):
+    urls = expand_shards([f"{shards}/shard-*.tar"])
+    full = keys_of(ShardStream(urls, decoder, seed=1, shuffle_buffer=4), 2, 30)
+    assert sorted(full[:12]) == sorted(full[12:24]) and full[:12] != full[12:24]
+    stream = ShardStream(urls, decoder, seed=1, shuffle_buffer=4)
+    batches = BatchIterator(stream, batch_size=1, num_workers=2)
+    for _ in range(17):
+        next(batches)
+    position = batches.position
+    assert position == Position(epoch=1, index=4, global_index=16, local_index=16)
+    resumed = keys_of(ShardStream(urls, decoder, seed=1, shuffle_buffer=4, resume_after=position), 2, 13)
+    assert resumed == full[17:30]
+
+
+def test_corrupt_samples_are_skipped_and_counted(tmp_path, decoder):
+    good = [make_sample(tmp_path, i, SHOT_PLANS[i]) for i in range(3)]
+    shard = tmp_path / "shard-000000.tar"
+    write_shard(shard, good)
+    # Append a sample with an mp4 that is not a video and one with a broken JSON.
+    with tarfile.open(shard, "a") as tar:
+        for name, data in [("bad-0001.mp4", b"not a video"), ("bad-0001.json", good[0][0].model_dump_json().encode()),
+                           ("bad-0002.mp4", good[1][1]), ("bad-0002.json", b"{broken")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    batches = BatchIterator(ShardStream([str(shard)], decoder, shuffle_shards=False), batch_size=1, num_workers=0)
+    keys = [next(batches)["keys"][0] for _ in range(6)]
+    assert keys == ["clip-0000", "clip-0001", "clip-0002"] * 2
+    assert batches.skipped == 2  # the first epoch's two; the second epoch's come after its last good sample
+
+
+def test_sample_decoding_maps_cuts_to_latent_shots_and_spans(tmp_path):
+    meta, mp4 = make_sample(tmp_path, 0, [21, 20, 24])
+    decoder = SampleDecoder((65, 32, 32), PromptTokenizer(load_tokenizer("tiny"), 64))
+    sample = decoder({"__key__": meta.key, "json": meta.model_dump_json().encode(), "mp4": mp4})
+    assert sample["video"].shape == (3, 65, 32, 32)
+    # Cuts at frames 21 and 41: latent frames 1..5 hold frames 1..20, 6..10 hold 21..40.
+    assert sample["shot_ids"].tolist() == [0] * 6 + [1] * 5 + [2] * 6
+    tokenizer = decoder.tokenizer.tokenizer
+    ids = sample["input_ids"].tolist()
+    texts = [tokenizer.decode(ids[a:b]).replace(" ", "") for a, b in [sample["global_span"].tolist(), *sample["shot_spans"].tolist()]]
+    assert texts[0].startswith("[globalcaption]abstract") and texts[0].endswith("contains3shots.")
+    assert texts[1] == "[pershotcaption]" + meta.shots[0].caption.replace(" ", "")
+    assert texts[2] == "[shotcut]" + meta.shots[1].caption.replace(" ", "")
+    assert sample["shot_spans"][-1, 1] < sample["attention_mask"].sum(), "the end-of-sequence token is in no span"
+
+
+def test_a_bucket_shorter_than_the_clip_drops_the_shots_past_it(tmp_path):
+    meta, mp4 = make_sample(tmp_path, 0, [21, 20, 24])
+    decoder = SampleDecoder((33, 32, 32), PromptTokenizer(load_tokenizer("tiny"), 64))
+    sample = decoder({"__key__": meta.key, "json": meta.model_dump_json().encode(), "mp4": mp4})
+    assert sample["shot_ids"].tolist() == [0] * 6 + [1] * 3
+    assert len(sample["shot_spans"]) == 2
+    prompt = truncate_prompt(meta.prompt, 2)
+    assert "This scene contains 2 shots." in prompt and prompt.count("[shot cut]") == 1
+    assert truncate_prompt(holocine_prompt("g", ["a", "b"]), 1).endswith("[per shot caption] a ")
+
+
+def test_fit_to_bucket_covers_and_centre_crops():
+    frames = np.zeros((3, 40, 80, 3), np.uint8)
+    frames[:, :, 30:50] = 255  # a white band in the middle columns
+    video = fit_to_bucket(frames, 32, 32)
+    assert video.shape == (3, 3, 32, 32) and video.min() >= -1 and video.max() <= 1
+    # Height scales 40 -> 32, width 80 -> 64, then the centre 32 columns: the band spans columns 8..24.
+    row = video[0, 0, 16]
+    assert torch.all(row[10:22] > 0.9) and torch.all(row[:4] < -0.9) and torch.all(row[-4:] < -0.9)
+
+
+def test_stream_of_missing_shard_is_logged_not_raised(tmp_path, decoder, shards):
+    urls = [str(tmp_path / "missing.tar"), str(Path(shards) / "shard-000000.tar")]
+    keys = keys_of(ShardStream(urls, decoder, shuffle_shards=False), 0, 4)
+    assert keys == [f"clip-{i:04d}" for i in range(4)]

@@ -1,0 +1,23 @@
+"""FSDP2 over 2 gloo processes gives the losses of 1 process at the same global batch."""
+
+from __future__ import annotations
+
+from training_helpers import read_metrics, train
+
+SETTINGS = ("optim.max_steps=4", "checkpoint.every=2", "validation.every=2", "data.shuffle_buffer=6")
+
+
+def test_two_process_fsdp_matches_one_process(shards, tmp_path):
+    pattern = f"{shards}/shard-*.tar"
+    train(tmp_path / "one", pattern, *SETTINGS, "data.batch_size=2")
+    train(tmp_path / "two", pattern, *SETTINGS, "data.batch_size=1", nproc=2)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [0, 1, 2, 2, 3, 4, 4]
+    for a, b in zip(one, two):
+        for key in ("loss", "val_loss", "grad_norm"):
+            if key in a:
+                assert abs(a[key] - b[key]) <= 1e-5 * abs(a[key]), (a, b)
+    # Sharded DCP checkpoints: one file per rank.
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-00000004").glob("*.distcp")) == \
+        ["__0_0.distcp", "__1_0.distcp"]
+    assert (tmp_path / "two" / "export" / "dit.safetensors").is_file()

@@ -1,0 +1,92 @@
+"""Latent cache: encode clips and prompts once, write shards the trainer reads instead of raw clips.
+
+    python -m training.cache --config training/configs/wan2.1-1.3b.yaml --out out/latents [key=value ...]
+    torchrun --nproc-per-node 8 -m training.cache --config ... --out out/latents
+
+Each source shard becomes one cache shard of the same name (ranks take shards ``i % world == rank``),
+so the trainer's shard order, and with it the sample stream, is the same on cached and raw data.
+A cache sample is ``KEY.json`` (key, token spans) + ``KEY.safetensors``: normalised VAE latents
+(fp32), umT5 states trimmed to the prompt's tokens (in the encoder's dtype) and latent shot ids.
+Train on it with ``data.shards=[out/latents/*.tar]``; the bucket and encoders must match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+import webdataset as wds
+from safetensors.torch import save as save_safetensors
+
+from .config import TrainConfig, load_config
+from .data import SampleDecoder, ShardStream, collate, expand_shards
+from .encoders import Encoders, load_encoders
+from .parallel import init_world
+from .prompt import PromptTokenizer
+
+log = logging.getLogger("training.cache")
+
+
+def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
+    """One cache sample (webdataset dict) of sample ``index`` of an encoded ``batch``."""
+    length = int(batch["attention_mask"][index].sum())
+    layout = batch["layout"]
+    shots = int(layout.shot_ids[index].max()) + 1
+    tensors = {
+        "latents": batch["latents"][index].float().contiguous().cpu(),
+        "text_states": batch["text_states"][index, :length].to(encoders.dtype).contiguous().cpu(),
+        "shot_ids": layout.shot_ids[index].contiguous(),
+    }
+    meta = {"key": batch["keys"][index], "global_span": layout.global_spans[index].tolist(),
+            "shot_spans": layout.shot_spans[index, :shots].tolist()}
+    return {"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": save_safetensors(tensors)}
+
+
+def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int) -> int:
+    """Encode every readable sample of one shard into ``out``, atomically; returns the count."""
+    samples = iter(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False))
+    partial = out.with_name(out.name + ".partial")
+    count = 0
+    with open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
+        while chunk := [s for _, s in zip(range(batch_size), samples)]:
+            batch = collate(chunk)
+            batch["latents"] = encoders.encode_video(batch.pop("video"))
+            batch["text_states"] = encoders.encode_text(batch["input_ids"], batch["attention_mask"])
+            for i in range(len(chunk)):
+                writer.write(cache_sample(encoders, batch, i))
+            count += len(chunk)
+    partial.replace(out)
+    return count
+
+
+def run(config: TrainConfig, out: Path) -> None:
+    world = init_world()
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = getattr(torch, config.encoders.dtype) if world.device.type == "cuda" else torch.float32
+    encoders = load_encoders(config.encoders.source, world.device, dtype)
+    decoder = SampleDecoder(config.data.bucket, PromptTokenizer(encoders.tokenizer, config.data.text_len))
+    urls = expand_shards(config.data.shards)
+    for i, url in enumerate(urls):
+        if i % world.size != world.rank:
+            continue
+        name = Path(url.rsplit("/", 1)[-1]).name
+        count = cache_shard(url, out / name, decoder, encoders, config.data.batch_size)
+        log.info("cached %d samples of %s", count, url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.cache", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="the training config whose data and encoders sections to use")
+    parser.add_argument("--out", required=True, help="folder for the cache shards")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(load_config(args.config, args.overrides), Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Run the training loop under Ray Train: ``python -m training.train … --ray-workers N``.
+
+``TorchTrainer`` starts one worker per GPU (or CPU process without GPUs), sets up the process group
+and the ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` variables, and each worker runs ``train`` unchanged,
+so FSDP, checkpoints and resume behave as under torchrun. Submit to a cluster with
+``ray job submit --working-dir . -- python -m training.train --config … --ray-workers N``; OUTPUT must
+then be storage every worker can reach (a shared filesystem), since checkpoints are written there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig, config_from_dict, config_to_dict
+
+
+def _worker(loop_config: dict) -> None:
+    from .train import train
+
+    train(config_from_dict(loop_config["config"]), loop_config["resume"])
+
+
+def launch(config: TrainConfig, num_workers: int, resume: bool) -> None:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    output = Path(config.output).resolve()
+    config.output = str(output)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"config": config_to_dict(config), "resume": resume},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=torch.cuda.is_available()),
+        run_config=RunConfig(name="holocine-train", storage_path=str(output / "ray")),
+    )
+    trainer.fit()
