@@ -125,6 +125,9 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
             kwargs[name] = _build(hint, value or {})
         elif typing.get_origin(hint) is tuple and value is not None:
             kwargs[name] = tuple(value)
+        elif hint is float and isinstance(value, (int, str)):
+            # PyYAML reads "2e-4" (no dot) as a string.
+            kwargs[name] = float(value)
         else:
             kwargs[name] = value
     return cls(**kwargs)
