@@ -104,7 +104,7 @@ def test_wan_t5_names_map_onto_umt5():
 
     torch.manual_seed(0)
     hf = UMT5EncoderModel(UMT5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=24, num_layers=2, num_heads=2,
-                                     relative_attention_num_buckets=8, feed_forward_proj="gated-gelu"))
+                                     relative_attention_num_buckets=8, feed_forward_proj="gated-gelu")).eval()
     # Wan's T5Encoder state dict of the same weights, by Wan's names.
     inverse = {"layer.0.SelfAttention.q": "attn.q", "layer.0.SelfAttention.k": "attn.k",
                "layer.0.SelfAttention.v": "attn.v", "layer.0.SelfAttention.o": "attn.o",
@@ -119,7 +119,7 @@ def test_wan_t5_names_map_onto_umt5():
             wan[f"blocks.{index}.{inverse[rest]}.weight"] = tensor
     converted = wan_t5_to_transformers(wan)
     assert converted.keys() == hf.state_dict().keys()
-    fresh = UMT5EncoderModel(hf.config)
+    fresh = UMT5EncoderModel(hf.config).eval()
     fresh.load_state_dict(converted)
     ids = torch.randint(0, 50, (1, 7))
     assert torch.equal(fresh(input_ids=ids).last_hidden_state, hf(input_ids=ids).last_hidden_state)
