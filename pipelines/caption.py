@@ -161,7 +161,7 @@ def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in:
             fn_constructor_kwargs={"config": captioning, "stand_in": stand_in},
             batch_size=res.caption_batch_size,
             batch_format="pandas",
-            concurrency=res.caption_actors,
+            compute=ray.data.ActorPoolStrategy(size=res.caption_actors),
             num_cpus=res.caption_cpus,
             num_gpus=caption_gpus(config),
         )

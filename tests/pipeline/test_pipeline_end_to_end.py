@@ -63,7 +63,7 @@ def test_every_sample_decodes_and_validates(job):
         assert meta.captioner["engine"] == "transformers" and meta.captioner["model"].endswith("tiny-vlm")
 
 
-def test_shards_read_with_plain_webdataset_and_hf_datasets(job):
+def test_shards_read_with_plain_webdataset_and_hf_datasets(job, tmp_path):
     out, *_ = job
     tars = sorted(str(p) for p in (out / "shards").glob("*.tar"))
     assert len(tars) >= 2, "the shard-size target should split the output"
@@ -74,16 +74,17 @@ def test_shards_read_with_plain_webdataset_and_hf_datasets(job):
         assert meta.key == sample["__key__"]
     import datasets
 
-    hf = datasets.load_dataset("webdataset", data_files={"train": tars}, split="train")
+    hf = datasets.load_dataset("webdataset", data_files={"train": tars}, split="train", cache_dir=str(tmp_path))
     # Raw bytes: decoding video would need torchcodec, and the bytes are what we check.
     hf = hf.cast_column("mp4", datasets.Video(decode=False))
     assert len(hf) == len(plain)
     mp4_by_key = {s["__key__"]: s["mp4"] for s in plain}
     for row in hf:
         # Arrow makes `characters` (keys vary per sample) one struct over every key seen, with
-        # nulls for the tags a sample lacks; dropping them gives the sample's own mapping back.
+        # nulls for the tags a sample lacks (or no struct when no sample has any); dropping the
+        # nulls gives the sample's own mapping back.
         data = row["json"]
-        data["characters"] = {tag: text for tag, text in data["characters"].items() if text is not None}
+        data["characters"] = {tag: text for tag, text in (data.get("characters") or {}).items() if text is not None}
         meta = SampleMeta.model_validate(data)
         assert row["mp4"]["bytes"] == mp4_by_key[meta.key]
 
@@ -145,3 +146,16 @@ def test_report_shows_every_scene_with_a_thumbnail_per_shot(job):
     assert page.count('<img src="data:image/jpeg;base64,') == sum(len(m.shots) for m, _, _ in samples.values())
     assert page.count('class="prompt"') == len(samples)
     assert "permission denied" in page and "no video stream" in page
+
+
+def test_a_broken_job_exits_non_zero(tmp_path, holocine_cache):
+    """Bad inputs exit 0 (above); a job that cannot caption at all (no such model) does not."""
+    write_synthetic(tmp_path / "in", 1)
+    config = write_config(tmp_path / "config.yaml")
+    run = subprocess.run(
+        job_command(str(tmp_path / "in"), tmp_path / "out", config, "--model", str(tmp_path / "no-such-model")),
+        env=job_env(holocine_cache), capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode != 0
+    assert "the job failed" in run.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()
