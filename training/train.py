@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         metrics.log(0, {"val_loss": validation_loss(runner, val_batches)})
 
     model.train()
+    last_log = time.perf_counter()
     while step < config.optim.max_steps:
         step += 1
         batch = next(batches)
@@ -151,6 +153,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 grad_norm = grad_norm.full_tensor()
             values = {"loss": all_mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
                       "lr": scheduler.get_last_lr()[0], "skipped": all_sum(batches.skipped)}
+            # .item() above synchronises the device, so this is the wall time of the steps since the last log.
+            now = time.perf_counter()
+            values["step_s"] = (now - last_log) / config.log_every
+            last_log = now
+            if cuda:
+                values["peak_gib"] = torch.cuda.max_memory_allocated(world.device) / 2**30
             metrics.log(step, values)
         if config.validation.every and step % config.validation.every == 0:
             metrics.log(step, {"val_loss": validation_loss(runner, val_batches)})
