@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="folder of videos (default: generated samples)")
     parser.add_argument("--count", type=int, default=3, help="sample videos to generate without --input")
+    parser.add_argument("--sample-size", default="854x480", help="WxH of generated samples (film sources are often 1920x1080)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -48,7 +49,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = args.input or str(Path(tmp) / "samples")
         if not args.input:
-            curation_cli(["sample", source, "--count", str(args.count)])
+            width, height = args.sample_size.split("x")
+            curation_cli(["sample", source, "--count", str(args.count), "--width", width, "--height", height])
         uris = discover_inputs(str(source))
         seconds = {"probe": 0.0, "shots": 0.0, "clips": 0.0, "decode": 0.0}
         video_s = 0.0
