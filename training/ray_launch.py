@@ -9,6 +9,7 @@ then be storage every worker can reach (a shared filesystem), since checkpoints 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -23,9 +24,17 @@ def _worker(loop_config: dict) -> None:
 
 
 def launch(config: TrainConfig, num_workers: int, resume: bool) -> None:
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    # Join the cluster a job was submitted to (RAY_ADDRESS); otherwise start a private local Ray rather
+    # than attach to whatever cluster this machine last ran.
+    started = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    if started:
+        root = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     output = Path(config.output).resolve()
     config.output = str(output)
     trainer = TorchTrainer(
@@ -34,4 +43,8 @@ def launch(config: TrainConfig, num_workers: int, resume: bool) -> None:
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=torch.cuda.is_available()),
         run_config=RunConfig(name="holocine-train", storage_path=str(output / "ray")),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    finally:
+        if started:
+            ray.shutdown()
