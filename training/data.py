@@ -22,10 +22,12 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import fsspec
 import torch
 from safetensors.torch import load as load_safetensors
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset import tariterators
+from webdataset.gopen import gopen_schemes
 from webdataset.shardlists import expand_urls
 
 from curation.shards import decode_sample
@@ -37,17 +39,26 @@ from .video import decode_frames, fit_to_bucket
 log = logging.getLogger(__name__)
 
 
+def _scheme(url: str) -> str | None:
+    return url.split("://", 1)[0] if "://" in url else None
+
+
 def expand_shards(patterns: list[str]) -> list[str]:
-    """Shard URLs from paths, globs, brace patterns and URIs (``s3://``, ``pipe:``...), in order."""
+    """Shard URLs from paths, globs, brace patterns and URIs, in order.
+
+    URIs are read by webdataset (``pipe:``, ``http(s)://``, ``gs://`` ...) or, for other schemes
+    (``s3://``, ``gcs://``, ``az://``, ``hf://``...), by fsspec, which also expands their globs.
+    """
     urls: list[str] = []
     for pattern in patterns:
         for url in expand_urls(pattern):
-            if "://" in url or url.startswith("pipe:"):
+            if url.startswith("pipe:") or not glob.has_magic(url):
                 urls.append(url)
-            elif glob.has_magic(url):
-                urls.extend(sorted(glob.glob(url)))
+            elif _scheme(url):
+                fs, path = fsspec.core.url_to_fs(url)
+                urls.extend(sorted(fs.unstrip_protocol(p) for p in fs.glob(path)))
             else:
-                urls.append(url)
+                urls.extend(sorted(glob.glob(url)))
     if not urls:
         raise FileNotFoundError(f"no shards match {patterns}")
     return urls
@@ -156,7 +167,7 @@ class ShardStream(IterableDataset):
     def _read(self, urls: list[str]) -> Iterator[dict]:
         for url in urls:
             try:
-                yield from tariterators.tarfile_samples([{"url": url}])
+                yield from _tar_samples(url)
             except Exception as exc:  # a truncated or unreadable shard ends that shard, not the run
                 log.warning("shard %s: %s; moving on", url, exc)
 
@@ -192,6 +203,16 @@ class ShardStream(IterableDataset):
             if count == 0:
                 raise RuntimeError(f"the shards hold no samples: {self.urls[:3]}…")
             epoch, index = epoch + 1, 0
+
+
+def _tar_samples(url: str) -> Iterator[dict]:
+    """Samples of one tar shard: webdataset's openers for its schemes and local paths, else fsspec."""
+    scheme = _scheme(url)
+    if scheme is None or scheme in gopen_schemes or url.startswith("pipe:"):
+        yield from tariterators.tarfile_samples([{"url": url}])
+        return
+    with fsspec.open(url, "rb") as stream:
+        yield from tariterators.group_by_keys(tariterators.tar_file_expander([{"url": url, "stream": stream}]))
 
 
 def _shuffled(items: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:

@@ -124,3 +124,15 @@ def test_stream_of_missing_shard_is_logged_not_raised(tmp_path, decoder, shards)
     urls = [str(tmp_path / "missing.tar"), str(Path(shards) / "shard-000000.tar")]
     keys = keys_of(ShardStream(urls, decoder, shuffle_shards=False), 0, 4)
     assert keys == [f"clip-{i:04d}" for i in range(4)]
+
+
+def test_uris_outside_webdataset_are_read_through_fsspec(shards, decoder):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in sorted(Path(shards).glob("shard-*.tar")):
+        fs.pipe(f"/remote/{path.name}", path.read_bytes())
+    urls = expand_shards(["memory://remote/shard-00000[01].tar"])
+    assert urls == ["memory:///remote/shard-000000.tar", "memory:///remote/shard-000001.tar"]
+    keys = keys_of(ShardStream(urls, decoder, shuffle_shards=False), 0, 8)
+    assert keys == [f"clip-{i:04d}" for i in range(8)]
