@@ -205,6 +205,12 @@ class ShardStream(IterableDataset):
             epoch, index = epoch + 1, 0
 
 
+def is_latent_cache(urls: list[str]) -> bool:
+    """Whether the shards hold cached latents (``training.cache``) rather than clips, from the first sample."""
+    first = next(_tar_samples(urls[0]), {})
+    return "safetensors" in first
+
+
 def _tar_samples(url: str) -> Iterator[dict]:
     """Samples of one tar shard: webdataset's openers for its schemes and local paths, else fsspec."""
     scheme = _scheme(url)

@@ -31,8 +31,8 @@ from holocine_model import FlowEulerSampler, ShotLayout, WanDiT, get_config, loa
 
 from . import checkpointing
 from .config import OptimConfig, TrainConfig, config_to_dict, load_config
-from .data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards, fixed_batches
-from .encoders import Encoders, load_encoders
+from .data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards, fixed_batches, is_latent_cache
+from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
 from .lora import apply_lora
 from .metrics import MetricsLogger
@@ -120,10 +120,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if resume_from is not None:
         step, position, skipped = checkpointing.load(resume_from, model, optimizer, scheduler, world.rank)
 
-    encoders = load_encoders(config.encoders.source, world.device,
-                             getattr(torch, config.encoders.dtype) if cuda else torch.float32)
     urls = expand_shards(config.data.shards)
-    decoder = SampleDecoder(config.data.bucket, PromptTokenizer(encoders.tokenizer, config.data.text_len))
+    # On the latent cache the encoders are only needed to decode validation videos.
+    videos = bool(config.validation.every and config.validation.write_video)
+    encoders = None
+    if videos or not is_latent_cache(urls):
+        encoders = load_encoders(config.encoders.source, world.device,
+                                 getattr(torch, config.encoders.dtype) if cuda else torch.float32)
+    tokenizer = encoders.tokenizer if encoders else load_tokenizer(config.encoders.source)
+    decoder = SampleDecoder(config.data.bucket, PromptTokenizer(tokenizer, config.data.text_len))
     stream = ShardStream(urls, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
                          config.data.shuffle_buffer, resume_after=position)
     batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skipped)
