@@ -195,8 +195,11 @@ def caption_joint(captioner: Captioner, scenes: list[SceneInput], requests: list
                 results[i] = CaptionResult(scenes[i].key, error=f"engine: {reply.error}", tries=tries[i])
                 continue
             result = judge_answer(scenes[i], reply.text or "", config, captioner.info, tries[i])
-            if result.ok or tries[i] >= config.max_tries:
+            if result.ok:
                 results[i] = result
+            elif tries[i] >= config.max_tries:
+                # Worded as the Captioner words it, so manifests read alike whichever path captioned.
+                results[i] = CaptionResult(scenes[i].key, error=f"rejected {tries[i]} answers; last: {result.error}", tries=tries[i])
             else:
                 requests[i] = retry_request(requests[i], reply.text or "", result.error, captioner.prompts)
                 again.append(i)
