@@ -169,8 +169,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             metrics.log(step, {"val_loss": validation_loss(runner, val_batches)})
             if config.validation.write_video:
                 sample_video(runner, val_batches[0], config, output / "samples" / f"step-{step:08d}.mp4", world)
+            last_log = time.perf_counter()
         if step % config.checkpoint.every == 0 or step == config.optim.max_steps:
             checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, batches.skipped)
+            last_log = time.perf_counter()  # step_s times training, not saving
         metrics.advance()
 
     metrics.close()
