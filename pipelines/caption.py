@@ -193,8 +193,9 @@ def pack(output: str, samples: list[tuple[dict[str, Any], str]], config: Pipelin
     return {entry.key: shard_name(i) for i, shard in enumerate(plan) for entry in shard}, written
 
 
-def finish(output: str, uris: list[str], config: PipelineConfig, run_stats: dict[str, Any]) -> dict[str, Any]:
-    """Shards, manifests, summary and report from every record of these inputs."""
+def finish(output: str, uris: list[str], config: PipelineConfig, plan: WorkPlan, start: float) -> dict[str, Any]:
+    """Shards, manifests, summary and report from every record of these inputs; ``plan`` and
+    ``start`` (a ``time.perf_counter()``) describe this run for the summary."""
     records: list[VideoRecord] = []
     for uri in uris:
         record = load_video_record(output, video_id_for(uri))
@@ -214,7 +215,7 @@ def finish(output: str, uris: list[str], config: PipelineConfig, run_stats: dict
             if caption["sample"] is not None:
                 samples.append((caption["sample"], scene.clip_path))
     samples.sort(key=lambda item: item[0]["key"])
-    shard_of, run_stats["shards_written"] = pack(output, samples, config)
+    shard_of, shards_written = pack(output, samples, config)
 
     scene_rows, scene_failures = [], []
     for record in records:
@@ -234,6 +235,9 @@ def finish(output: str, uris: list[str], config: PipelineConfig, run_stats: dict
     write_manifest([s.to_row() for r in records for s in r.shots], manifests / "shots.parquet", SHOTS_SCHEMA)
     write_manifest(scene_rows, manifests / "scenes.parquet", PIPELINE_SCENES_SCHEMA)
 
+    curated_now = {video_id_for(uri) for uri in plan.to_curate}
+    captioned_now = {scene.key for scene in plan.to_caption}
+    attempted = [c for c in captions.values() if c["video_id"] in curated_now or c["key"] in captioned_now]
     failed_inputs = {r.info.uri: r.info.error for r in records if not r.info.ok}
     seconds: Counter[str] = Counter()
     for record in records:
@@ -256,7 +260,13 @@ def finish(output: str, uris: list[str], config: PipelineConfig, run_stats: dict
         "hours_out": sum(s["num_frames"] / s["fps"] for s, _ in samples) / 3600,
         "stage_seconds": dict(seconds),
         "captioner": samples[0][0]["captioner"] if samples else {},
-        "this_run": run_stats,
+        "this_run": {
+            "videos_curated": len(plan.to_curate),
+            "scenes_captioned": sum(c["sample"] is not None for c in attempted),
+            "scenes_failed": sum(c["sample"] is None for c in attempted),
+            "shards_written": shards_written,
+            "wall_time_s": time.perf_counter() - start,
+        },
     }
     (Path(output) / "summary.json").write_text(json.dumps(summary, indent=2))
     failures = sorted(failed_inputs.items()) + scene_failures
@@ -312,15 +322,7 @@ def run(
                 log.info("scene %s: %s (%d captioned, %d failed so far)",
                          row["key"], "captioned" if row["ok"] else f"failed: {row['error']}",
                          outcomes["ok"], outcomes["failed"])
-        run_stats = {
-            "videos_curated": len(plan.to_curate),
-            "scenes_captioned": outcomes["ok"],
-            "scenes_failed": outcomes["failed"],
-        }
-        run_stats["wall_time_s"] = time.perf_counter() - start
-        summary = finish(output, uris, config, run_stats)
-        summary["this_run"]["wall_time_s"] = time.perf_counter() - start
-        (Path(output) / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary = finish(output, uris, config, plan, start)
     finally:
         if started_ray:
             import ray

@@ -48,22 +48,6 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-def info_to_dict(info: VideoInfo) -> dict[str, Any]:
-    return dataclasses.asdict(info)
-
-
-def info_from_dict(data: dict[str, Any]) -> VideoInfo:
-    return VideoInfo(**data)
-
-
-def shot_to_dict(shot: Shot) -> dict[str, Any]:
-    return dataclasses.asdict(shot)
-
-
-def shot_from_dict(data: dict[str, Any]) -> Shot:
-    return Shot(**data)
-
-
 def scene_to_dict(scene: Scene) -> dict[str, Any]:
     return dataclasses.asdict(scene)
 
@@ -84,8 +68,8 @@ class VideoRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "info": info_to_dict(self.info),
-            "shots": [shot_to_dict(s) for s in self.shots],
+            "info": dataclasses.asdict(self.info),
+            "shots": [dataclasses.asdict(s) for s in self.shots],
             "scenes": [scene_to_dict(s) for s in self.scenes],
             "seconds": self.seconds,
         }
@@ -93,8 +77,8 @@ class VideoRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VideoRecord":
         return cls(
-            info_from_dict(data["info"]),
-            [shot_from_dict(s) for s in data["shots"]],
+            VideoInfo(**data["info"]),
+            [Shot(**s) for s in data["shots"]],
             [scene_from_dict(s) for s in data["scenes"]],
             data["seconds"],
         )
