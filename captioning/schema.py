@@ -52,6 +52,21 @@ def character_tag(index: int) -> str:
     return f"[character{index}]"
 
 
+def _at_most(unit: str, count: int, chunk: int = 16) -> str:
+    """Regex for 0..count repetitions of ``unit``, written as chunks of ``chunk``.
+
+    ``unit{0,400}`` is the plain form, but xgrammar fails to compile repetitions above roughly a
+    hundred ("per_rule_fsm_hashes" check); nested repetitions of 16 compile in a fraction of a
+    second and accept exactly the same lengths.
+    """
+    full, rest = divmod(count, chunk)
+    if full == 0:
+        return f"{unit}{{0,{rest}}}"
+    shorter = f"(?:{unit}{{{chunk}}}){{0,{full - 1}}}{unit}{{0,{chunk - 1}}}"  # < full * chunk
+    longest = f"(?:{unit}{{{chunk}}}){{{full}}}{unit}{{0,{rest}}}"  # full * chunk .. count
+    return f"(?:{shorter}|{longest})"
+
+
 def _text(max_units: int, num_tags: int = 0) -> dict[str, Any]:
     # The cap lives in the regex: xgrammar ignores maxLength next to a pattern, and one rule for
     # both decoding and validation is the point. A tag counts as one unit of the cap.
@@ -63,7 +78,7 @@ def _text(max_units: int, num_tags: int = 0) -> dict[str, Any]:
         note += f", except the tags [character1] to [character{num_tags}] (each counts as one character)"
     return {
         "type": "string",
-        "pattern": rf"^{first}{unit}{{0,{max_units - 1}}}$",
+        "pattern": rf"^{first}{_at_most(unit, max_units - 1)}$",
         "description": f"non-empty, starts with a visible character, at most {max_units} characters, {note}",
     }
 

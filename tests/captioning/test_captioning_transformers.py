@@ -140,3 +140,22 @@ def test_scenes_without_a_clip_are_recorded_not_raised(engine, tiny_model, scene
     results = Captioner(make_config(tiny_model), engine=engine).caption([no_clip, scenes[1]])
     assert [r.key for r in results] == ["v-0001", "scene1"]
     assert results[0].error == "frames: scene v-0001 has no clip_path" and results[1].ok
+
+
+def test_default_limits_compile_and_caps_are_exact(engine):
+    """The default caps (hundreds of characters) compile for a long scene, and the grammar and the
+    validator both accept a caption at exactly the cap and reject one character more."""
+    from captioning.schema import Limits
+
+    limits = Limits()
+    compiled = engine._grammar(caption_schema(13, limits))
+    shot = {"caption": "A shot.", "camera": "wide", "characters": []}
+    for length, valid in [(limits.global_chars, True), (limits.global_chars + 1, False)]:
+        text = json.dumps({"characters": {}, "global_caption": "x" * length, "shots": [shot] * 13})
+        matcher = xgr.GrammarMatcher(compiled)
+        assert (matcher.accept_string(text) and matcher.is_completed()) == valid
+        if valid:
+            parse_caption(text, 13, limits)
+        else:
+            with pytest.raises(CaptionError):
+                parse_caption(text, 13, limits)
