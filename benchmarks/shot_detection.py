@@ -18,9 +18,9 @@ import tempfile
 import time
 
 from curation.config import DetectConfig
-from curation.decode import open_reader, scaled_size
+from curation.decode import open_reader
 from curation.probe import probe_video
-from curation.shots import detect_shots
+from curation.shots import analysis_size, detect_shots
 from curation.synthetic import Join, make_multishot_video
 
 
@@ -60,7 +60,7 @@ def main() -> None:
             info = probe_video(path)
             if not info.ok:
                 raise SystemExit(f"{path}: {info.error}")
-            width, height = scaled_size(info.width, info.height, config.analysis_width)
+            width, height = analysis_size(info.width, info.height, config)
             reader = open_reader(path, info.decoder, threads=1)
 
             def decode_only() -> None:

@@ -26,9 +26,9 @@ class ProbeConfig:
 @dataclass
 class DetectConfig:
     detector: Literal["adaptive", "content"] = "adaptive"
-    # Frames are decoded at this width (aspect kept) for detection; cuts are as exact as at
-    # PySceneDetect's 256, and analysis stays under a tenth of decode time on small videos.
-    analysis_width: int = 192
+    # Frames are decoded at this width for detection: hard cuts are found as exactly as at
+    # PySceneDetect's usual 256, and analysis stays under a tenth of decode time on 360p video.
+    analysis_width: int = 128
     adaptive_threshold: float = 3.0
     min_content_val: float = 15.0
     content_threshold: float = 27.0

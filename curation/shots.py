@@ -160,12 +160,17 @@ class _Analyzer:
         tall = frames.reshape(b * h, w, 3)  # one OpenCV call converts the whole batch
         hsv = cv2.cvtColor(tall, cv2.COLOR_RGB2HSV).reshape(b, h, w, 3)
         gray = cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY).reshape(b, h, w)
+        thumb_w, thumb_h = self.config.thumb_size
+        if h % thumb_h == 0:  # whole rows of pixels per thumbnail row: one call for the batch
+            tall_thumbs = cv2.resize(gray.reshape(b * h, w), (thumb_w, b * thumb_h), interpolation=cv2.INTER_AREA)
+            self.thumbs.extend(tall_thumbs.reshape(b, thumb_h, thumb_w))
+        else:
+            self.thumbs.extend(cv2.resize(g, self.config.thumb_size, interpolation=cv2.INTER_AREA) for g in gray)
         for frame_hsv, frame_gray in zip(hsv, gray):
             self.scores.append(content_score(self.previous_hsv, frame_hsv))
             self.previous_hsv = frame_hsv
             mean, std = cv2.meanStdDev(frame_gray)
             self.stats.append((mean[0, 0], std[0, 0]))
-            self.thumbs.append(cv2.resize(frame_gray, self.config.thumb_size, interpolation=cv2.INTER_AREA))
 
     def finish(self) -> FrameAnalysis:
         self.flush()
@@ -202,16 +207,24 @@ def split_shots(
     return shots
 
 
+def analysis_size(width: int, height: int, config: DetectConfig) -> tuple[int, int]:
+    """Detection frame size: `analysis_width` wide, height rounded to whole thumbnail rows (a
+    sliver of stretch is harmless to detection and lets one call shrink a batch to thumbnails)."""
+    target_w, target_h = scaled_size(width, height, config.analysis_width)
+    thumb_h = config.thumb_size[1]
+    return target_w, max(thumb_h, round(target_h / thumb_h) * thumb_h)
+
+
 def detect_shots(info: VideoInfo, config: DetectConfig, threads: int = 1) -> ShotDetection:
     """Decode the video once at analysis size and find its shots."""
     reader = open_reader(info.uri, info.decoder or "pyav", threads=threads)
-    width, height = scaled_size(info.width, info.height, config.analysis_width)
+    width, height = analysis_size(info.width, info.height, config)
     analysis = analyze_frames(reader.frames(width, height), info.fps, config)
     return detection_from_analysis(analysis, config)
 
 
 def detection_from_analysis(analysis: FrameAnalysis, config: DetectConfig) -> ShotDetection:
-    transitions = find_transitions(analysis.thumbs, analysis.luma, analysis.contrast, config)
+    transitions = find_transitions(analysis.thumbs, analysis.luma, analysis.contrast, analysis.cuts, config)
     # A cut the detector places inside a transition is the transition itself, not a shot.
     cuts = [c for c in analysis.cuts if not any(t.start_frame <= c <= t.end_frame for t in transitions)]
     shots = split_shots(analysis.num_frames, cuts, transitions)

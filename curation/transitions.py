@@ -29,16 +29,27 @@ class Transition:
 
 
 def find_transitions(
-    thumbs: np.ndarray, luma: np.ndarray, contrast: np.ndarray, config: DetectConfig
+    thumbs: np.ndarray,
+    luma: np.ndarray,
+    contrast: np.ndarray,
+    cuts: list[int],
+    config: DetectConfig,
 ) -> list[Transition]:
-    """Transition frame ranges, from gray thumbnails [N, h, w], mean luma [N] and luma std [N]."""
+    """Transition frame ranges, from gray thumbnails [N, h, w], mean luma [N], luma std [N] and
+    the hard cuts already found."""
     black = luma < config.black_luma
     marked = black.copy()
     for start, end in runs(black):
         marked[_fade_ramp_start(luma, contrast, start, config) : start] = True
         marked[end : _fade_ramp_end(luma, contrast, end, config)] = True
     flat = thumbs.reshape(len(thumbs), -1).astype(np.float32)
+    # Contrast steps at a hard cut look like a dip; no dissolve can span the cut's big step.
+    near_cut = np.zeros(len(luma), dtype=bool)
+    for cut in cuts:
+        near_cut[max(0, cut - 2) : cut + 2] = True
     for center in _contrast_dips(flat, contrast, config):
+        if near_cut[center]:
+            continue
         blend = _fit_dissolve(flat, contrast, black, center, config)
         if blend is not None:
             marked[blend[0] : blend[1]] = True
