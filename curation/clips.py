@@ -1,18 +1,33 @@
-"""Clip cutting: every scene of a video written as an H.264 mp4 in one decode pass."""
+"""Clip cutting: every scene of a video written as an H.264 mp4, each clip frame encoded once.
+
+Scenes of different tiers share frames (the shots of a 60 s scene also make 15 s and 5 s
+scenes), and encoding is most of the cost of cutting. So one decode pass scales each needed
+source frame once, in YUV (no round trip through RGB), and encodes every distinct clip frame
+once into a temporary *reel*. An IDR is forced where a scene's run of reel frames starts and a
+P frame where one ends, so each run decodes on its own; each clip is then a stream copy of its
+runs with fresh timestamps.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+import numpy as np
+
 from curation.config import ClipConfig
-from curation.decode import open_reader
 from curation.encode import VideoWriter
 from curation.types import Scene, VideoInfo
 
 log = logging.getLogger(__name__)
+
+
+def _even(value: float) -> int:
+    return max(2, round(value / 2) * 2)
 
 
 @dataclass(frozen=True)
@@ -30,64 +45,154 @@ class Geometry:
 
 def clip_geometry(source_width: int, source_height: int, config: ClipConfig) -> Geometry:
     scale = max(config.width / source_width, config.height / source_height)
-    scaled_w = max(config.width, round(source_width * scale))
-    scaled_h = max(config.height, round(source_height * scale))
+    # Even sizes and offsets keep the 4:2:0 chroma planes aligned with the luma when cropping.
+    scaled_w = max(config.width, _even(source_width * scale))
+    scaled_h = max(config.height, _even(source_height * scale))
     return Geometry(
         scaled_width=scaled_w,
         scaled_height=scaled_h,
-        crop_x=(scaled_w - config.width) // 2,
-        crop_y=(scaled_h - config.height) // 2,
+        crop_x=(scaled_w - config.width) // 4 * 2,
+        crop_y=(scaled_h - config.height) // 4 * 2,
         width=config.width,
         height=config.height,
         upscale=max(1.0, scale),
     )
 
 
-class _SceneWriter:
-    """Feeds one scene's encoder as source frames stream past, repeating frames where the
-    scene's fps is higher than the source's."""
+def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
+    plane = frame.planes[index]
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
 
-    def __init__(self, scene: Scene, path: Path, geometry: Geometry, config: ClipConfig) -> None:
-        self.scene = scene
-        self.path = path
-        self.partial = path.with_name(path.stem + ".partial.mp4")
-        self.geometry = geometry
-        self.config = config
-        self.sources = [f for shot in scene.shots for f in shot.source_frames]
-        self.position = 0
-        self.writer: VideoWriter | None = None
 
-    @property
-    def done(self) -> bool:
-        return self.position == len(self.sources)
+def scale_and_crop(frame: av.VideoFrame, g: Geometry) -> av.VideoFrame:
+    """The clip picture of a decoded frame, as yuv420p (what the encoder takes)."""
+    scaled = frame.reformat(width=g.scaled_width, height=g.scaled_height, format="yuv420p", interpolation="AREA")
+    if (g.scaled_width, g.scaled_height) == (g.width, g.height):
+        return scaled
+    luma = _plane(scaled, 0)[g.crop_y : g.crop_y + g.height, g.crop_x : g.crop_x + g.width]
+    y, x, h, w = g.crop_y // 2, g.crop_x // 2, g.height // 2, g.width // 2
+    chroma = [_plane(scaled, i)[y : y + h, x : x + w] for i in (1, 2)]
+    packed = np.concatenate([luma.ravel(), *(c.ravel() for c in chroma)]).reshape(g.height * 3 // 2, g.width)
+    return av.VideoFrame.from_ndarray(packed, format="yuv420p")
 
-    def feed(self, index: int, image) -> None:
-        if self.done or self.sources[self.position] != index:
-            return
-        if self.writer is None:
-            g = self.geometry
-            self.writer = VideoWriter(
-                self.partial, g.width, g.height, self.scene.fps, crf=self.config.crf, preset=self.config.preset
-            )
-        g = self.geometry
-        crop = image[g.crop_y : g.crop_y + g.height, g.crop_x : g.crop_x + g.width]
-        while not self.done and self.sources[self.position] == index:
-            self.writer.write(crop)
-            self.position += 1
-        if self.done:
-            self.writer.close()
-            # Publish only complete clips: a crash never leaves a truncated file under the real name.
-            os.replace(self.partial, self.path)
 
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
+@dataclass
+class ReelPlan:
+    """Which clip frames the reel holds and how each scene is copied out of it."""
+
+    keys: list[tuple[int, int]]  # per reel frame: (source frame, repeat), in decode order
+    runs: list[list[tuple[int, int]]]  # per scene: half-open runs of reel frames, in clip order
+    force: dict[int, str] = field(default_factory=dict)  # reel frame -> "I" (a run starts) or "P" (one ends)
+
+
+def plan_reel(scenes: list[Scene]) -> ReelPlan:
+    """Share reel frames between scenes that show the same source frame of the same shot.
+
+    A frame repeated by frame-rate conversion is keyed by its repeat count within the scene's
+    shot; a scene starting inside such a repeat may then miss a shared frame and get its own,
+    which costs an encode, never a wrong picture.
+    """
+    scene_keys = []
+    for scene in scenes:
+        keys = []
+        for shot in scene.shots:
+            seen: Counter[int] = Counter()
+            for frame in shot.source_frames:
+                keys.append((frame, seen[frame]))
+                seen[frame] += 1
+        scene_keys.append(keys)
+    reel = sorted({key for keys in scene_keys for key in keys})
+    position = {key: i for i, key in enumerate(reel)}
+    plan = ReelPlan(keys=reel, runs=[])
+    for keys in scene_keys:
+        indices = [position[key] for key in keys]
+        starts = [0, *(j for j in range(1, len(indices)) if indices[j] != indices[j - 1] + 1)]
+        ends = [*starts[1:], len(indices)]
+        plan.runs.append([(indices[s], indices[e - 1] + 1) for s, e in zip(starts, ends)])
+    for runs in plan.runs:
+        for _, end in runs:
+            plan.force[end - 1] = "P"
+    for runs in plan.runs:  # a frame that starts one run and ends another must be an IDR
+        for start, _ in runs:
+            plan.force[start] = "I"
+    return plan
+
+
+def encode_reel(
+    uri: str, plan: ReelPlan, geometry: Geometry, writer: VideoWriter, threads: int = 1
+) -> str | None:
+    """Decode the source once (FFmpeg's numbering) and encode the reel; the error that stopped
+    it early, if one did (the frames encoded until then stay usable)."""
+    if not plan.keys:
+        return None
+    keys = iter(enumerate(plan.keys))
+    reel_index, (source_index, _) = next(keys)
+    try:
+        with av.open(uri) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = threads
+            for index, frame in enumerate(container.decode(stream)):
+                if index < source_index:
+                    continue
+                picture = scale_and_crop(frame, geometry)
+                while source_index == index:
+                    writer.write_frame(picture, force=plan.force.get(reel_index))
+                    reel_index, (source_index, _) = next(keys, (None, (None, None)))
+                if reel_index is None:
+                    return None
+        return f"the source ended after {index + 1} frames, before frame {source_index}"
+    except Exception as exc:  # a corrupt stream: keep what was encoded, fail the scenes it cuts short
+        return f"{type(exc).__name__}: {exc}"
+
+
+def copy_clips(reel_path: Path, plan: ReelPlan, fps: float, targets: dict[int, Path]) -> None:
+    """Stream-copy scene i's runs out of the reel into targets[i], atomically."""
+    wanted: dict[int, list[int]] = {}  # reel frame -> scenes that show it
+    for scene, path in targets.items():
+        for start, end in plan.runs[scene]:
+            for index in range(start, end):
+                wanted.setdefault(index, []).append(scene)
+    pending: dict[int, list[tuple[int, bytes, bool]]] = {scene: [] for scene in targets}
+    lengths = {scene: sum(end - start for start, end in plan.runs[scene]) for scene in targets}
+    with av.open(str(reel_path)) as reel:
+        stream = reel.streams.video[0]
+        for packet in reel.demux(stream):
+            if packet.pts is None:  # the demuxer's end-of-stream marker
+                continue
+            index = round(packet.pts * stream.time_base * fps)
+            for scene in wanted.get(index, ()):
+                pending[scene].append((index, bytes(packet), packet.is_keyframe))
+                if len(pending[scene]) == lengths[scene]:
+                    _write_clip(targets[scene], stream, fps, plan.runs[scene], pending.pop(scene))
+
+
+def _write_clip(path: Path, template: av.video.stream.VideoStream, fps: float, runs, packets) -> None:
+    position, clip_frame = {}, 0
+    for start, end in runs:
+        for index in range(start, end):
+            position[index] = clip_frame
+            clip_frame += 1
+    tick = round(1 / (template.time_base * fps))
+    # Packets arrive in decode order; B-frames make that differ from display order, so decode
+    # timestamps start `delay` frames early to stay at or before every presentation timestamp.
+    delay = max(k - position[index] for k, (index, _, _) in enumerate(packets))
+    partial = path.with_name(path.stem + ".partial.mp4")
+    with av.open(str(partial), mode="w") as out:
+        stream = out.add_stream_from_template(template)
+        for k, (index, data, keyframe) in enumerate(packets):
+            packet = av.Packet(data)
+            packet.stream, packet.time_base = stream, template.time_base
+            packet.pts, packet.dts, packet.duration = position[index] * tick, (k - delay) * tick, tick
+            packet.is_keyframe = keyframe
+            out.mux(packet)
+    # Publish only complete clips: a crash never leaves a truncated file under the real name.
+    os.replace(partial, path)
 
 
 def cut_clips(
     info: VideoInfo, scenes: list[Scene], out_dir: str | Path, config: ClipConfig, threads: int = 1
 ) -> list[Scene]:
-    """Write each scene to OUT_DIR/KEY.mp4 (in one decode pass) and record the outcome on it."""
+    """Write each scene to OUT_DIR/KEY.mp4 and record the outcome on it."""
     if not scenes:
         return scenes
     out_dir = Path(out_dir)
@@ -105,20 +210,24 @@ def cut_clips(
                 scene.status, scene.error = "skipped", reason
             return scenes
         log.warning("%s: upscaling x%.2f to %dx%d", info.uri, geometry.upscale, config.width, config.height)
-    writers = [_SceneWriter(s, out_dir / f"{s.key}.mp4", geometry, config) for s in scenes]
-    needed = sorted({f for w in writers for f in w.sources})
-    reader = open_reader(info.uri, info.decoder or "pyav", threads=threads)
+    fps = scenes[0].fps
+    plan = plan_reel(scenes)
+    reel_path = out_dir / f".{info.video_id}.reel.mp4"
     try:
-        for index, image in reader.frames_at(needed, geometry.scaled_width, geometry.scaled_height):
-            for writer in writers:
-                writer.feed(index, image)
-    except Exception as exc:
-        for writer in writers:
-            if not writer.done:
-                writer.abort()
-                writer.scene.status, writer.scene.error = "failed", f"clip cutting failed: {exc}"
-        log.warning("%s: clip cutting failed: %s", info.uri, exc)
-    for writer in writers:
-        if writer.done:
-            writer.scene.clip_path = str(writer.path)
+        with VideoWriter(reel_path, geometry.width, geometry.height, fps, crf=config.crf, preset=config.preset) as writer:
+            error = encode_reel(info.uri, plan, geometry, writer, threads)
+        encoded = writer.frames_written
+        targets = {}
+        for i, scene in enumerate(scenes):
+            if plan.runs[i][-1][1] <= encoded:
+                targets[i] = out_dir / f"{scene.key}.mp4"
+            else:
+                scene.status, scene.error = "failed", f"clip cutting failed: {error}"
+        if error:
+            log.warning("%s: clip cutting stopped early: %s", info.uri, error)
+        copy_clips(reel_path, plan, fps, targets)
+        for i, path in targets.items():
+            scenes[i].clip_path = str(path)
+    finally:
+        reel_path.unlink(missing_ok=True)
     return scenes

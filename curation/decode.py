@@ -20,9 +20,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# decord holds a batch of decoded frames in memory at once; keep batches small at full size.
-_DECORD_BATCH = 16
-
 
 def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     """Size with the given width (never wider than the source), aspect kept, both dims even."""
@@ -37,16 +34,11 @@ class FrameReader(Protocol):
     def frames(self, width: int, height: int) -> Iterator[np.ndarray]:
         """Every frame in decode order, resized to width x height."""
 
-    def frames_at(
-        self, indices: Sequence[int], width: int, height: int
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """(index, frame) for each of the given ascending, unique frame indices."""
-
 
 class PyAVReader:
     name = "pyav"
 
-    def __init__(self, path: str, threads: int = 1, interpolation: str = "BILINEAR") -> None:
+    def __init__(self, path: str, threads: int = 1, interpolation: str = "AREA") -> None:
         self.path = path
         self.threads = threads
         self.interpolation = interpolation
@@ -101,16 +93,6 @@ class DecordReader:
         reader = self._open(width, height)
         for _ in range(len(reader)):
             yield reader.next().asnumpy()
-
-    def frames_at(
-        self, indices: Sequence[int], width: int, height: int
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        reader = self._open(width, height)
-        for start in range(0, len(indices), _DECORD_BATCH):
-            batch = list(indices[start : start + _DECORD_BATCH])
-            if batch[-1] >= len(reader):
-                raise EOFError(f"{self.path}: has {len(reader)} frames, frame {batch[-1]} was requested")
-            yield from zip(batch, reader.get_batch(batch).asnumpy())
 
 
 def open_reader(path: str, decoder: str, threads: int = 1) -> FrameReader:

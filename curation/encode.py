@@ -1,4 +1,4 @@
-"""H.264 encoding of RGB frames with PyAV (FFmpeg's libx264, bundled in PyAV's wheels)."""
+"""H.264 encoding with PyAV (FFmpeg's libx264, bundled in PyAV's wheels)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 
 class VideoWriter:
-    """Streams RGB frames into a video file; use as a context manager."""
+    """Streams frames into a video file; use as a context manager.
+
+    `write` takes RGB arrays; `write_frame` takes decoded frames already in the stream's pixel
+    format and size (no colour conversion) and can force a frame to be an IDR or a P frame.
+    """
 
     def __init__(
         self,
@@ -29,11 +34,19 @@ class VideoWriter:
         self._stream = self._container.add_stream(codec, rate=rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
-            self._stream.options = {"crf": str(crf), "preset": preset}
+            # forced-idr: a frame forced to be a keyframe is an IDR, so nothing after it refers back.
+            self._stream.options = {"crf": str(crf), "preset": preset, "forced-idr": "1"}
+        self._time_base = Fraction(1) / rate
         self.frames_written = 0
 
     def write(self, image: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        self.write_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"))
+
+    def write_frame(self, frame: av.VideoFrame, force: str | None = None) -> None:
+        """Encode one frame; force="I" makes it an IDR frame, force="P" a P frame (no later
+        frame is then needed to decode it or anything before it)."""
+        frame.pts, frame.time_base = self.frames_written, self._time_base
+        frame.pict_type = {"I": PictureType.I, "P": PictureType.P, None: PictureType.NONE}[force]
         self._container.mux(self._stream.encode(frame))
         self.frames_written += 1
 

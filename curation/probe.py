@@ -106,6 +106,8 @@ def _frames_from_duration(container: av.container.InputContainer, stream, fps: f
 def _choose_decoder(path: str, info: VideoInfo, config: ProbeConfig) -> str:
     if config.decoder != "auto":
         return config.decoder
+    if info.num_frames < config.decord_min_frames:
+        return "pyav"
     with av.open(path) as container:
         container_frames = container.streams.video[0].frames
     agrees, reason = decord_agrees_with_ffmpeg(path, container_frames, config.decoder_check_frames)

@@ -12,7 +12,8 @@ def test_probe_reads_stream_facts(bikes_path):
     assert info.ok and info.error is None
     assert (info.fps, info.num_frames, info.width, info.height, info.codec) == (25.0, 250, 640, 272, "h264")
     assert info.duration_s == pytest.approx(10.0)
-    assert info.decoder == "decord"
+    assert info.decoder == "pyav"  # too short for decord's check to pay off
+    assert probe_video(bikes_path, ProbeConfig(decord_min_frames=0)).decoder == "decord"
     assert len(info.video_id) == 16 and info.video_id == probe_video(bikes_path).video_id
 
 
@@ -34,7 +35,7 @@ def mpeg2_pair(tmp_path_factory):
 
 def test_mpeg2_program_stream_falls_back_to_pyav_and_keeps_ffmpeg_numbering(mpeg2_pair):
     mp4, mpg = mpeg2_pair
-    info = probe_video(mpg)
+    info = probe_video(mpg, ProbeConfig(decord_min_frames=0))
     assert info.ok and info.codec == "mpeg2video"
     assert info.decoder == "pyav"  # the container states no frame count decord could be checked against
     decoded = sum(1 for _ in PyAVReader(mpg).frames(32, 18))
