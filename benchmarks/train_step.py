@@ -5,7 +5,9 @@
 
 Both models train the same way the trainer does on one GPU: fp32 master weights, bf16 autocast,
 gradient checkpointing of every block, flow-matching MSE, gradient clipping and an AdamW step, on
-random latents and text states (512 tokens). Prints step time, tokens/s, peak memory and MFU, where
+random latents and text states (512 tokens). Ours also takes the trainer's speed options
+(``training.config.ModelSection``): compiled blocks, and the last 20 blocks checkpointed selectively
+(their self-attention output kept). Prints step time, tokens/s, peak memory and MFU, where
 MFU = model FLOPs of one step (3 x forward, counting only the attention our sparse mask computes and
 not the recomputation) / step time / the bf16 matmul peak measured in the same run.
 """
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from holocine_model import ShotLayout, WanDiT, get_config, text_window_mask
+from training.config import ModelSection
 
 TEXT_LEN = 512
 GLOBAL_TOKENS = 96
@@ -121,10 +124,13 @@ def diffusers_forward(model, x_t, t, batch):
     return model(x_t, t, batch["text"], return_dict=False)[0]
 
 
-def build_ours(preset: str) -> WanDiT:
+def build_ours(preset: str, options: ModelSection) -> WanDiT:
+    """The model as ``python -m training.train`` sets it up on one GPU with the same model options."""
     with torch.device("cuda"):
         model = WanDiT(get_config(preset, attention_backend="per_shot"))
-    model.enable_gradient_checkpointing(True)
+    model.enable_gradient_checkpointing(options.gradient_checkpointing, options.selective_checkpoint_blocks)
+    if options.compile:
+        model.compile_blocks()
     return model
 
 
@@ -175,12 +181,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-diffusers", action="store_true")
+    parser.add_argument("--selective-checkpoint-blocks", type=int, default=ModelSection.selective_checkpoint_blocks,
+                        help="blocks that keep their self-attention output (training's model.selective_checkpoint_blocks)")
+    parser.add_argument("--no-compile", action="store_true", help="run the blocks eagerly (training's model.compile=false)")
     args = parser.parse_args()
+    options = ModelSection(preset=args.preset, selective_checkpoint_blocks=args.selective_checkpoint_blocks,
+                           compile=not args.no_compile)
 
     torch.backends.cuda.matmul.allow_tf32 = True
     peak = matmul_peak_tflops()
     print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                      "bf16_matmul_peak_tflops": round(peak, 1)}), flush=True)
+                      "bf16_matmul_peak_tflops": round(peak, 1), "ours": {"compile": options.compile,
+                      "selective_checkpoint_blocks": options.selective_checkpoint_blocks}}), flush=True)
     cfg = get_config(args.preset)
     for tier_name in args.tiers.split(","):
         tier = TIERS[tier_name]
@@ -189,7 +201,7 @@ def main() -> None:
         print(json.dumps({"tier": tier.name, "shots": tier.shots, "latent_frames": tier.latent_frames,
                           "video_tokens": tier.latent_frames * tokens_per_frame}), flush=True)
         flops = model_flops(cfg, batch["layout"], tokens_per_frame, TEXT_LEN)
-        model = build_ours(args.preset)
+        model = build_ours(args.preset, options)
         measure(f"ours {tier.name}", model, ours_forward, batch, args.steps, args.warmup, flops, peak)
         del model
         release_memory()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts, noop_context_fn
 
 from .attention import ShotLayout, ShotSelfAttention, WindowCrossAttention
 from .config import ModelConfig
@@ -38,6 +40,47 @@ _cached_rope = functools.lru_cache(maxsize=4)(rope_cos_sin)
 FP32_PARAMETERS = ("time_embedding", "time_projection", "modulation", "norm3")
 
 
+# Fused attention kernels (the ones the per_shot and dense backends reach through SDPA) whose outputs
+# selective checkpointing keeps for self-attention.
+_SDPA_OPS = frozenset({
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+})
+
+# Set while self-attention kernels run (in the forward and in its recomputation, on whichever thread
+# autograd recomputes on): cross-attention calls the same SDPA ops, and it is cheap to recompute.
+_self_attention_running = threading.local()
+
+
+def _keep_self_attention(ctx: object, op: object, *args: object, **kwargs: object) -> CheckpointPolicy:
+    """Selective checkpointing policy: keep the self-attention kernels' outputs, recompute the rest."""
+    if op in _SDPA_OPS and getattr(_self_attention_running, "value", False):
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _keep_self_attention_context() -> tuple[object, object]:
+    return create_selective_checkpoint_contexts(_keep_self_attention)
+
+
+# Attention runs eagerly inside compiled blocks: the backends plan their work from the batch's shot
+# layout on the host, and tracing them would specialise (and recompile) on every layout.
+@torch.compiler.disable
+def _self_attend(attn: ShotSelfAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    _self_attention_running.value = True
+    try:
+        return attn(q, k, v)
+    finally:
+        _self_attention_running.value = False
+
+
+@torch.compiler.disable
+def _cross_attend(attn: WindowCrossAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return attn(q, k, v)
+
+
 class RMSNorm(nn.Module):
     """RMS norm over the whole projection (all heads), normalised in fp32 as in Wan."""
 
@@ -56,6 +99,16 @@ def _layer_norm_fp32(x: torch.Tensor, eps: float, norm: nn.LayerNorm | None = No
     if norm is None:
         return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
     return F.layer_norm(x.float(), x.shape[-1:], norm.weight.float(), norm.bias.float(), eps)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """``norm(x) * (1 + scale) + shift`` in fp32, returned in ``x``'s dtype."""
+    return (_layer_norm_fp32(x, eps) * (1 + scale) + shift).type_as(x)
+
+
+def _gated_add(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """Wan's gated residual ``x + y * gate`` in fp32, returned in ``x``'s dtype."""
+    return (x.float() + y.float() * gate).type_as(x)
 
 
 class Attention(nn.Module):
@@ -78,17 +131,6 @@ class Attention(nn.Module):
                 self.v(context).unflatten(-1, heads))
 
 
-class SelfAttention(Attention):
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attn: ShotSelfAttention) -> torch.Tensor:
-        q, k, v = self.qkv(x, x)
-        return self.o(attn(apply_rope(q, *rope), apply_rope(k, *rope), v).flatten(-2))
-
-
-class CrossAttention(Attention):
-    def forward(self, x: torch.Tensor, context: torch.Tensor, attn: WindowCrossAttention) -> torch.Tensor:
-        return self.o(attn(*self.qkv(x, context)).flatten(-2))
-
-
 class WanBlock(nn.Module):
     """Self-attention, cross-attention, FFN; self-attention and FFN are modulated by the timestep."""
 
@@ -96,8 +138,8 @@ class WanBlock(nn.Module):
         super().__init__()
         dim = config.dim
         self.eps = config.eps
-        self.self_attn = SelfAttention(dim, config.num_heads, config.eps)
-        self.cross_attn = CrossAttention(dim, config.num_heads, config.eps)
+        self.self_attn = Attention(dim, config.num_heads, config.eps)
+        self.cross_attn = Attention(dim, config.num_heads, config.eps)
         # norm1 / norm2 (before self-attention / FFN) have no parameters; norm3 (before cross-attention)
         # is affine. Names as in Wan; diffusers calls them norm1 / norm3 / norm2.
         self.norm3 = nn.LayerNorm(dim, eps=config.eps)
@@ -117,13 +159,19 @@ class WanBlock(nn.Module):
         mod = self.modulation.float() + t_mod.float()
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(-2) if mod.ndim == 4 else mod.split(1, dim=1)
 
-        h = (_layer_norm_fp32(x, self.eps) * (1 + scale_sa) + shift_sa).type_as(x)
-        x = (x.float() + self.self_attn(h, rope, self_attn).float() * gate_sa).type_as(x)
+        # The (eager) attention calls sit in this frame rather than in the attention modules: in a
+        # compiled block the two graph breaks then split only this function, into three graphs, and
+        # not each callee on the way to them as well.
+        h = _modulate(x, shift_sa, scale_sa, self.eps)
+        q, k, v = self.self_attn.qkv(h, h)
+        out = _self_attend(self_attn, apply_rope(q, *rope), apply_rope(k, *rope), v)
+        x = _gated_add(x, self.self_attn.o(out.flatten(-2)), gate_sa)
 
-        x = x + self.cross_attn(_layer_norm_fp32(x, self.eps, self.norm3).type_as(x), context, cross_attn)
+        h = _layer_norm_fp32(x, self.eps, self.norm3).type_as(x)
+        out = _cross_attend(cross_attn, *self.cross_attn.qkv(h, context))
+        x = x + self.cross_attn.o(out.flatten(-2))
 
-        h = (_layer_norm_fp32(x, self.eps) * (1 + scale_ff) + shift_ff).type_as(x)
-        return (x.float() + self.ffn(h).float() * gate_ff).type_as(x)
+        return _gated_add(x, self.ffn(_modulate(x, shift_ff, scale_ff, self.eps)), gate_ff)
 
 
 class Head(nn.Module):
@@ -139,7 +187,7 @@ class Head(nn.Module):
             shift, scale = (self.modulation.float() + t_emb.float()[:, None]).split(1, dim=1)
         else:
             shift, scale = (self.modulation.float() + t_emb.float()[:, :, None]).unbind(-2)
-        return self.head((_layer_norm_fp32(x, self.eps) * (1 + scale) + shift).type_as(x))
+        return self.head(_modulate(x, shift, scale, self.eps))
 
 
 class WanDiT(nn.Module):
@@ -160,6 +208,7 @@ class WanDiT(nn.Module):
         self.blocks = nn.ModuleList([WanBlock(config) for _ in range(config.num_layers)])
         self.head = Head(config)
         self.gradient_checkpointing = False
+        self.selective_checkpoint_blocks = 0
 
     def forward(
         self,
@@ -203,11 +252,13 @@ class WanDiT(nn.Module):
                                       cfg.attention_backend, cfg.holocine_compat)
         cross_attn = WindowCrossAttention(layout, tokens_per_frame, context.shape[1], cfg.holocine_compat)
 
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, context, t_mod, rope, self_attn, cross_attn, use_reentrant=False)
+        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+        for index, block in enumerate(self.blocks):
+            args = (x, context, t_mod, rope, self_attn, cross_attn)
+            if checkpointing:
+                x = checkpoint(block, *args, use_reentrant=False, context_fn=self._checkpoint_context(index))
             else:
-                x = block(x, context, t_mod, rope, self_attn, cross_attn)
+                x = block(*args)
 
         x = self.head(x, t_emb)
         # [B, F*H*W, pt*ph*pw*C] -> [B, C, F*pt, H*ph, W*pw]
@@ -222,6 +273,28 @@ class WanDiT(nn.Module):
                 param.data = param.data.float()
         return self
 
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations."""
+    def enable_gradient_checkpointing(self, enabled: bool = True, selective_blocks: int = 0) -> None:
+        """Recompute each block in the backward pass instead of storing its activations.
+
+        The last ``selective_blocks`` blocks (all, if the model has fewer) are checkpointed
+        selectively: they keep their self-attention output (one [B, S, dim] tensor per block, plus a
+        logsumexp) and recompute only the rest. Self-attention is the costliest part of a block to
+        recompute on long multi-shot clips (per_shot and dense backends; the others are recomputed).
+        """
+        if selective_blocks < 0:
+            raise ValueError(f"selective_blocks must be >= 0, got {selective_blocks}")
         self.gradient_checkpointing = enabled
+        self.selective_checkpoint_blocks = selective_blocks
+
+    def _checkpoint_context(self, index: int) -> Callable[[], tuple[object, object]]:
+        if index >= len(self.blocks) - self.selective_checkpoint_blocks:
+            return _keep_self_attention_context
+        return noop_context_fn
+
+    def compile_blocks(self) -> None:
+        """``torch.compile`` each block's forward, fusing its fp32 norms, modulation, RoPE and gated
+        residuals around the matmuls. Attention stays eager; module hooks (FSDP2) and checkpointing
+        stay outside the compiled code, which all blocks share (same shapes, parameters as inputs).
+        """
+        for block in self.blocks:
+            block.forward = torch.compile(block.forward)

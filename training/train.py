@@ -49,7 +49,7 @@ def build_model(config: TrainConfig) -> WanDiT:
         load_checkpoint(model, config.model.checkpoint)
     if config.lora.enabled:
         model = apply_lora(model, config.lora)
-    model.enable_gradient_checkpointing(config.model.gradient_checkpointing)
+    model.enable_gradient_checkpointing(config.model.gradient_checkpointing, config.model.selective_checkpoint_blocks)
     return model
 
 
@@ -107,6 +107,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     # Same initial weights on every rank, whatever the world size; FSDP then shards them.
     torch.manual_seed(config.seed)
     model = build_model(config).to(world.device)
+    if cuda and config.model.compile:
+        model.compile_blocks()
     if world.distributed:
         shard_model(model, mixed_precision=bf16)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -4,6 +4,8 @@ import dataclasses
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from holocine_model import ShotLayout, WanDiT, get_config, load_checkpoint
 
@@ -147,19 +149,67 @@ def test_padding_is_seen_only_in_compat_mode(compat):
     assert changed == compat
 
 
-def test_gradient_checkpointing_gives_the_same_grads():
+class CountAttentionKernels(TorchDispatchMode):
+    """Counts fused SDPA forward kernel calls: the ones selective checkpointing keeps or recomputes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        self.calls += "scaled_dot_product" in name and "backward" not in name
+        return func(*args, **(kwargs or {}))
+
+
+def grads_and_recomputed_attention(model, latents, text, layout):
+    model.zero_grad()
+    loss = model(latents, torch.tensor([900.0, 100.0]), text, layout=layout).square().mean()
+    with CountAttentionKernels() as counter:
+        loss.backward()
+    return [p.grad.clone() for p in model.parameters()], counter.calls
+
+
+# multi_shot_layout() runs 5 self-attention kernels a block (one per shot, 3 + 2: the samples' layouts
+# differ) and 5 cross-attention kernels (one per sample and shot). A fully checkpointed block recomputes
+# all 10 in the backward pass, a selectively checkpointed one only the 5 cross-attention kernels.
+@pytest.mark.parametrize(("selective_blocks", "recomputed"), [(0, 20), (1, 15), (2, 10)])
+def test_checkpointing_gives_the_same_grads_and_selective_keeps_self_attention(selective_blocks, recomputed):
     cfg = get_config("tiny")
     torch.manual_seed(0)
     model = WanDiT(cfg).double()
     latents, text = (t.double() for t in inputs(frames=6, text_len=16))
-    grads = []
-    for enabled in (False, True):
-        model.enable_gradient_checkpointing(enabled)
-        model.zero_grad()
-        model(latents, torch.tensor([900.0, 100.0]), text, layout=multi_shot_layout()).square().mean().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads):
+    expected, none_recomputed = grads_and_recomputed_attention(model, latents, text, multi_shot_layout())
+    model.enable_gradient_checkpointing(True, selective_blocks)
+    grads, calls = grads_and_recomputed_attention(model, latents, text, multi_shot_layout())
+    assert (none_recomputed, calls) == (0, recomputed)
+    for a, b in zip(grads, expected):
         torch.testing.assert_close(a, b)
+
+
+def test_compiled_blocks_match_eager_under_checkpointing():
+    # Attention runs eagerly inside compiled blocks (graph breaks); the recomputation of a
+    # checkpointed block must run the compiled graphs its forward ran, or checkpointing fails on
+    # mismatched saved tensors. Two grids and layouts: the second shape recompiles the blocks.
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    model = WanDiT(cfg)
+    batches = [(*inputs(frames=6, text_len=16), multi_shot_layout()),
+               (*inputs(frames=4, height=6, text_len=16, seed=1),
+                ShotLayout.from_frames_per_shot([[2, 2], [1, 3]], [[0, 3], [0, 3]], [[[3, 6], [6, 9]], [[3, 8], [8, 12]]]))]
+    expected = [grads_and_recomputed_attention(model, *batch)[0] for batch in batches]
+    counters.clear()
+    model.compile_blocks()
+    model.enable_gradient_checkpointing(True, selective_blocks=1)
+    try:
+        for batch, reference in zip([*batches, batches[0]], [*expected, expected[0]]):
+            model.zero_grad()
+            model(batch[0], torch.tensor([900.0, 100.0]), batch[1], layout=batch[2]).square().mean().backward()
+            for param, grad in zip(model.parameters(), reference):
+                torch.testing.assert_close(param.grad, grad, rtol=1e-4, atol=1e-6)
+        assert counters["stats"]["unique_graphs"] >= 3  # the blocks did run compiled
+    finally:
+        torch._dynamo.reset()
 
 
 def test_bf16_keeps_timestep_path_modulation_and_norms_in_fp32():

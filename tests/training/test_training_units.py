@@ -12,7 +12,7 @@ from training.config import FlowConfig, LoRAConfig, config_from_dict, config_to_
 from training.encoders import wan_t5_to_transformers
 from training.flow import FlowMatching, shift_sigma, unshift_sigma
 from training.lora import apply_lora, merge_lora
-from training.train import lr_lambda
+from training.train import build_model, lr_lambda
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("*.yaml"))
 
@@ -78,6 +78,14 @@ def test_config_overrides_and_unknown_keys():
     assert config.optim.lr == 2e-4 and config.data.bucket == (33, 64, 64) and config.model.overrides == {"num_layers": 3}
     with pytest.raises(KeyError, match="learning_rate"):
         load_config(None, ["optim.learning_rate=1"])
+
+
+def test_checkpointing_options_reach_the_model():
+    model = build_model(load_config(None, ["model.preset=tiny", "model.selective_checkpoint_blocks=1"]))
+    assert model.gradient_checkpointing and model.selective_checkpoint_blocks == 1
+    assert not build_model(load_config(None, ["model.preset=tiny", "model.gradient_checkpointing=false"])).gradient_checkpointing
+    with pytest.raises(ValueError, match="selective_blocks"):
+        build_model(load_config(None, ["model.preset=tiny", "model.selective_checkpoint_blocks=-1"]))
 
 
 def test_merged_lora_export_computes_what_the_adapted_model_computes():
