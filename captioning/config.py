@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from curation.config import build_config
+
 from .schema import Limits
 
 EngineName = Literal["transformers", "openai", "vllm"]
@@ -79,15 +81,8 @@ class CaptionerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CaptionerConfig":
-        """Build from a nested mapping (e.g. parsed YAML); unknown keys raise ``TypeError``."""
-        nested = {
-            "limits": Limits,
-            "transformers": TransformersConfig,
-            "openai": OpenAIConfig,
-            "vllm": VllmConfig,
-        }
-        values = {key: nested[key](**value) if key in nested else value for key, value in data.items()}
-        return cls(**values)
+        """Build from a nested mapping (e.g. parsed YAML); unknown keys raise ``UnknownConfigKeys``."""
+        return build_config(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -115,25 +116,49 @@ class CurationConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CurationConfig":
-        return _build(cls, data)
+        return build_config(cls, data)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "CurationConfig":
         return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    """Build a (nested) dataclass from a dict, rejecting unknown keys so typos fail loudly."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
+class UnknownConfigKeys(KeyError, ValueError, TypeError):
+    """A config names keys its dataclass does not have (a typo must fail loudly). It is a
+    KeyError, a ValueError and a TypeError, so callers can catch it as whichever they expect."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def build_config(cls: type, data: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from a nested mapping (parsed YAML), recursing into dataclass fields."""
+    hints = typing.get_type_hints(cls)
+    unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        raise UnknownConfigKeys(f"unknown {cls.__name__} keys: {sorted(unknown)}")
     kwargs = {}
     for name, value in data.items():
-        default = getattr(cls(), name)
-        if is_dataclass(default) and isinstance(value, dict):
-            value = _build(type(default), value)
-        elif isinstance(default, tuple) and isinstance(value, list):
+        hint = hints[name]
+        if is_dataclass(hint):
+            value = build_config(hint, value or {})
+        elif typing.get_origin(hint) is tuple and value is not None:
             value = tuple(value)
+        elif hint is float and isinstance(value, (int, str)):
+            value = float(value)  # PyYAML reads "2e-4" (no dot) as a string
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """``a.b.c=value`` -> nested dict assignment into ``data``; the value is parsed as YAML."""
+    dotted, sep, raw = item.partition("=")
+    if not sep or not dotted:
+        raise ValueError(f"override {item!r} is not key.path=value")
+    *parents, leaf = dotted.split(".")
+    node = data
+    for name in parents:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: {name} is not a section")
+    node[leaf] = yaml.safe_load(raw)

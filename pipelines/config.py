@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from captioning.config import CaptionerConfig
-from curation.config import CurationConfig
+from curation.config import CurationConfig, apply_override, build_config
 
 
 @dataclass
@@ -67,18 +67,7 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":
-        data = dict(data)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown pipeline config keys: {sorted(unknown)}")
-        return cls(
-            curation=CurationConfig.from_dict(data.pop("curation", None) or {}),
-            captioning=CaptionerConfig.from_dict(data.pop("captioning", None) or {}),
-            resources=StageResources(**(data.pop("resources", None) or {})),
-            shards=ShardConfig(**(data.pop("shards", None) or {})),
-            report=ReportConfig(**(data.pop("report", None) or {})),
-            **data,
-        )
+        return build_config(cls, data)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineConfig:
@@ -87,17 +76,3 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> PipelineC
     for item in overrides:
         apply_override(data, item)
     return PipelineConfig.from_dict(data)
-
-
-def apply_override(data: dict[str, Any], item: str) -> None:
-    """``captioning.openai.base_url=http://h:8000/v1`` -> nested dict assignment; the value is YAML."""
-    dotted, sep, raw = item.partition("=")
-    if not sep or not dotted:
-        raise ValueError(f"override {item!r} is not key.path=value")
-    *parents, leaf = dotted.split(".")
-    node = data
-    for name in parents:
-        node = node.setdefault(name, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {item!r}: {name} is not a section")
-    node[leaf] = yaml.safe_load(raw)

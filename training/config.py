@@ -8,12 +8,13 @@ as YAML scalars, so ``data.bucket=[81,480,832]`` and ``lora.enabled=true`` work.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from curation.config import apply_override, build_config
 
 
 @dataclass
@@ -118,44 +119,12 @@ class TrainConfig:
     kill_in_step: int | None = None
 
 
-def _build(cls: type, values: dict[str, Any]) -> Any:
-    """Instantiate dataclass ``cls`` from a nested dict, recursing into dataclass fields."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise KeyError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {})
-        elif typing.get_origin(hint) is tuple and value is not None:
-            kwargs[name] = tuple(value)
-        elif hint is float and isinstance(value, (int, str)):
-            # PyYAML reads "2e-4" (no dot) as a string.
-            kwargs[name] = float(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        tree = tree.setdefault(part, {})
-    tree[leaf] = value
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """A ``TrainConfig`` from a YAML file (or defaults) with ``key=value`` overrides applied."""
     tree: dict[str, Any] = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
     for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        _set_dotted(tree, key, yaml.safe_load(raw))
-    return _build(TrainConfig, tree)
+        apply_override(tree, item)
+    return build_config(TrainConfig, tree)
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -171,5 +140,5 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    return _build(TrainConfig, values)
+    return build_config(TrainConfig, values)
 
