@@ -1,7 +1,7 @@
 """Shot detection throughput against decode-only throughput, on one core.
 
-Decode-only reads every frame with the decoder and at the size detection uses (the probe's
-choice of decoder, `analysis_width` wide); detection is the whole `detect_shots` (PySceneDetect,
+Decode-only reads every frame with the decoder, settings and size detection uses (the probe's
+choice of decoder, without deblocking unless --deblock, `analysis_width` wide); detection is the whole `detect_shots` (PySceneDetect,
 thumbnails, fades and dissolves). Target: detection >= 0.9 x decode-only at 1080p and 360p.
 
     python benchmarks/shot_detection.py [--seconds 12] [--repeats 3] [VIDEO ...]
@@ -49,10 +49,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--analysis-width", type=int, default=DetectConfig.analysis_width)
+    parser.add_argument("--deblock", action="store_true", help="decode with the deblocking filter")
     args = parser.parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    config = DetectConfig(analysis_width=args.analysis_width)
+    config = DetectConfig(analysis_width=args.analysis_width, skip_deblocking=not args.deblock)
     with tempfile.TemporaryDirectory() as folder:
         videos = args.videos or _make_inputs(folder, args.seconds)
         print(f"{'video':<24} {'size':>10} {'decoder':>8} {'decode fps':>11} {'detect fps':>11} {'ratio':>6}")
@@ -61,7 +62,7 @@ def main() -> None:
             if not info.ok:
                 raise SystemExit(f"{path}: {info.error}")
             width, height = analysis_size(info.width, info.height, config)
-            reader = open_reader(path, info.decoder, threads=1)
+            reader = open_reader(path, info.decoder, threads=1, skip_deblocking=config.skip_deblocking)
 
             def decode_only() -> None:
                 for _ in reader.frames(width, height):

@@ -214,7 +214,10 @@ def cut_clips(
     plan = plan_reel(scenes)
     reel_path = out_dir / f".{info.video_id}.reel.mp4"
     try:
-        with VideoWriter(reel_path, geometry.width, geometry.height, fps, crf=config.crf, preset=config.preset) as writer:
+        with VideoWriter(
+            reel_path, geometry.width, geometry.height, fps,
+            crf=config.crf, preset=config.preset, threads=config.encode_threads,
+        ) as writer:
             error = encode_reel(info.uri, plan, geometry, writer, threads)
         encoded = writer.frames_written
         targets = {}

@@ -1,7 +1,7 @@
 """Frame readers that agree on FFmpeg's frame numbering.
 
 Two decoders sit behind one small interface: PyAV (FFmpeg itself, so its sequential decode
-order *is* FFmpeg's numbering) and decord (faster, with cheap random access). decord is only
+order *is* FFmpeg's numbering; the default) and decord (on request). decord is only
 used for a file after `decord_agrees_with_ffmpeg` has checked it: on some files (seen on
 MPEG-2) decord's frame i is not FFmpeg's frame i, and every cut, clip and manifest must use
 FFmpeg's numbering.
@@ -38,42 +38,46 @@ class FrameReader(Protocol):
 class PyAVReader:
     name = "pyav"
 
-    def __init__(self, path: str, threads: int = 1, interpolation: str = "AREA") -> None:
+    def __init__(
+        self, path: str, threads: int = 1, interpolation: str = "AREA", skip_deblocking: bool = False
+    ) -> None:
         self.path = path
         self.threads = threads
         self.interpolation = interpolation
+        self.skip_deblocking = skip_deblocking
 
-    def frames(self, width: int, height: int) -> Iterator[np.ndarray]:
+    def _decode(self) -> Iterator[av.VideoFrame]:
         with av.open(self.path) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = self.threads
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(
-                    width=width, height=height, format="rgb24", interpolation=self.interpolation
-                )
+            if self.skip_deblocking:
+                # Frames decoded this way drift slightly from the true pictures until the next
+                # keyframe; numbering and count do not change.
+                stream.codec_context.options = {"skip_loop_filter": "all"}
+            yield from container.decode(stream)
+
+    def frames(self, width: int, height: int) -> Iterator[np.ndarray]:
+        for frame in self._decode():
+            yield frame.to_ndarray(width=width, height=height, format="rgb24", interpolation=self.interpolation)
 
     def frames_at(
         self, indices: Sequence[int], width: int, height: int
     ) -> Iterator[tuple[int, np.ndarray]]:
         # Decoding from the start is the only way to be sure of FFmpeg's numbering for any
         # file (seeking lands on timestamps, not frame numbers); callers batch their requests
-        # so one pass serves all clips of a video.
+        # so one pass serves all of them.
         if not indices:
             return
         wanted = iter(indices)
         target = next(wanted)
-        with av.open(self.path) as container:
-            stream = container.streams.video[0]
-            stream.codec_context.thread_count = self.threads
-            for index, frame in enumerate(container.decode(stream)):
-                if index < target:
-                    continue
-                yield index, frame.to_ndarray(
-                    width=width, height=height, format="rgb24", interpolation=self.interpolation
-                )
-                target = next(wanted, None)
-                if target is None:
-                    return
+        index = -1
+        for index, frame in enumerate(self._decode()):
+            if index < target:
+                continue
+            yield index, frame.to_ndarray(width=width, height=height, format="rgb24", interpolation=self.interpolation)
+            target = next(wanted, None)
+            if target is None:
+                return
         raise EOFError(f"{self.path}: decoded {index + 1} frames, frame {target} was requested")
 
 
@@ -95,11 +99,12 @@ class DecordReader:
             yield reader.next().asnumpy()
 
 
-def open_reader(path: str, decoder: str, threads: int = 1) -> FrameReader:
+def open_reader(path: str, decoder: str, threads: int = 1, skip_deblocking: bool = False) -> FrameReader:
+    """A reader for `decoder`; `skip_deblocking` applies to PyAV (decord has no such option)."""
     if decoder == "decord":
         return DecordReader(path, threads=threads)
     if decoder == "pyav":
-        return PyAVReader(path, threads=threads)
+        return PyAVReader(path, threads=threads, skip_deblocking=skip_deblocking)
     raise ValueError(f"unknown decoder {decoder!r} (expected 'pyav' or 'decord')")
 
 

@@ -27,6 +27,7 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "veryfast",
         pix_fmt: str = "yuv420p",
+        threads: int = 0,
     ) -> None:
         self.path = str(path)
         self._container = av.open(self.path, mode="w")
@@ -35,7 +36,8 @@ class VideoWriter:
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             # forced-idr: a frame forced to be a keyframe is an IDR, so nothing after it refers back.
-            self._stream.options = {"crf": str(crf), "preset": preset, "forced-idr": "1"}
+            options = {"crf": str(crf), "preset": preset, "forced-idr": "1"}
+            self._stream.options = options | ({"threads": str(threads)} if threads else {})
         self._time_base = Fraction(1) / rate
         self.frames_written = 0
 

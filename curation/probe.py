@@ -104,9 +104,7 @@ def _frames_from_duration(container: av.container.InputContainer, stream, fps: f
 
 
 def _choose_decoder(path: str, info: VideoInfo, config: ProbeConfig) -> str:
-    if config.decoder != "auto":
-        return config.decoder
-    if info.num_frames < config.decord_min_frames:
+    if config.decoder == "pyav":
         return "pyav"
     with av.open(path) as container:
         container_frames = container.streams.video[0].frames

@@ -217,7 +217,7 @@ def analysis_size(width: int, height: int, config: DetectConfig) -> tuple[int, i
 
 def detect_shots(info: VideoInfo, config: DetectConfig, threads: int = 1) -> ShotDetection:
     """Decode the video once at analysis size and find its shots."""
-    reader = open_reader(info.uri, info.decoder or "pyav", threads=threads)
+    reader = open_reader(info.uri, info.decoder or "pyav", threads=threads, skip_deblocking=config.skip_deblocking)
     width, height = analysis_size(info.width, info.height, config)
     analysis = analyze_frames(reader.frames(width, height), info.fps, config)
     return detection_from_analysis(analysis, config)

@@ -12,6 +12,7 @@ import pytest
 
 from curation.clips import clip_geometry, cut_clips, plan_reel, scale_and_crop
 from curation.config import CurationConfig
+from curation.encode import VideoWriter
 from curation.run import curate_video
 from curation.synthetic import make_multishot_video
 
@@ -101,3 +102,13 @@ def test_a_source_that_ends_early_fails_only_the_scenes_it_cuts_short(tmp_path):
     assert all(last_frame[s.key] < readable and Path(s.clip_path).exists() for s in ok)
     assert all(last_frame[s.key] >= readable - 1 for s in failed)
     assert all("source ended after" in s.error and s.clip_path is None for s in failed)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_encoder_runs_the_configured_threads(tmp_path, threads):
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, 320, 192, 16, threads=threads) as writer:  # x264 uses one thread below ~100 rows
+        for value in range(3):
+            writer.write(np.full((192, 320, 3), value * 60, np.uint8))
+    # x264 writes its settings into the stream's first SEI message.
+    assert f" threads={threads} ".encode() in path.read_bytes()

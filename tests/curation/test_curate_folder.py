@@ -87,7 +87,9 @@ def test_clips_have_4k_plus_1_frames_and_cuts_where_the_manifest_says(curated):
         assert decoded == scene["num_frames"] and decoded % 4 == 1
         assert all(f % 4 == 1 for f in scene["shot_cut_frames"])
         assert scene["shot_cut_frames"] == scene["shot_start_frames"][1:]
-        detection = detect_shots(probe_video(scene["clip_path"]), DetectConfig())
+        # bikes' softest cut scores ~3x its neighbours, the default threshold; in a re-encoded
+        # 160 px clip it may land either side, so look for cuts at 2x (no non-cut scores 1.6x).
+        detection = detect_shots(probe_video(scene["clip_path"]), DetectConfig(adaptive_threshold=2.0))
         assert [s for s, _ in detection.shots][1:] == scene["shot_cut_frames"], scene["key"]
 
 

@@ -1,6 +1,7 @@
+import numpy as np
 import pytest
 
-from curation.config import DetectConfig, ProbeConfig
+from curation.config import CurationConfig, DetectConfig, ProbeConfig
 from curation.decode import PyAVReader, decord_agrees_with_ffmpeg
 from curation.probe import probe_video
 from curation.shots import detect_shots
@@ -12,8 +13,8 @@ def test_probe_reads_stream_facts(bikes_path):
     assert info.ok and info.error is None
     assert (info.fps, info.num_frames, info.width, info.height, info.codec) == (25.0, 250, 640, 272, "h264")
     assert info.duration_s == pytest.approx(10.0)
-    assert info.decoder == "pyav"  # too short for decord's check to pay off
-    assert probe_video(bikes_path, ProbeConfig(decord_min_frames=0)).decoder == "decord"
+    assert info.decoder == "pyav"  # the default
+    assert probe_video(bikes_path, ProbeConfig(decoder="decord")).decoder == "decord"  # after its check
     assert len(info.video_id) == 16 and info.video_id == probe_video(bikes_path).video_id
 
 
@@ -35,7 +36,7 @@ def mpeg2_pair(tmp_path_factory):
 
 def test_mpeg2_program_stream_falls_back_to_pyav_and_keeps_ffmpeg_numbering(mpeg2_pair):
     mp4, mpg = mpeg2_pair
-    info = probe_video(mpg, ProbeConfig(decord_min_frames=0))
+    info = probe_video(mpg, ProbeConfig(decoder="decord"))
     assert info.ok and info.codec == "mpeg2video"
     assert info.decoder == "pyav"  # the container states no frame count decord could be checked against
     decoded = sum(1 for _ in PyAVReader(mpg).frames(32, 18))
@@ -44,5 +45,15 @@ def test_mpeg2_program_stream_falls_back_to_pyav_and_keeps_ffmpeg_numbering(mpeg
     assert detection.cuts == detect_shots(probe_video(mp4), DetectConfig()).cuts == [30, 70]
 
 
-def test_decoder_can_be_forced(bikes_path):
-    assert probe_video(bikes_path, ProbeConfig(decoder="pyav")).decoder == "pyav"
+def test_decoder_must_be_a_known_one():
+    with pytest.raises(ValueError, match=r"ProbeConfig.decoder must be one of \['pyav', 'decord'\], not 'auto'"):
+        CurationConfig.from_dict({"probe": {"decoder": "auto"}})
+
+
+def test_skipping_deblocking_changes_pixels_not_numbering(bikes_path):
+    full = np.stack(list(PyAVReader(bikes_path).frames(320, 136))).astype(np.int16)
+    fast = np.stack(list(PyAVReader(bikes_path, skip_deblocking=True).frames(320, 136))).astype(np.int16)
+    assert fast.shape == full.shape  # same frames, same count
+    error = np.abs(fast - full).mean(axis=(1, 2, 3))
+    assert error.max() > 0.1  # the option is in effect (set before the codec opens)
+    assert error.max() < 4.0  # and far from changing what a frame shows

@@ -55,12 +55,13 @@ def test_bikes_cuts_found_and_nothing_else(bikes_path, detector):
     assert detection.transitions == []
 
 
-def test_decoders_agree_on_shots(bikes_path):
-    info = probe_video(bikes_path, ProbeConfig(decord_min_frames=0))
+def test_decoders_and_deblocking_agree_on_shots(bikes_path):
+    info = probe_video(bikes_path, ProbeConfig(decoder="decord"))
     assert info.decoder == "decord"  # an mp4 whose frame count decord reproduces
     by_decord = detect_shots(info, DetectConfig()).shots
     info.decoder = "pyav"
     assert detect_shots(info, DetectConfig()).shots == by_decord
+    assert detect_shots(info, DetectConfig(skip_deblocking=False)).shots == by_decord
 
 
 def test_shots_cli_prints_json(bikes_path):
