@@ -1,8 +1,9 @@
 """Shot detection throughput against decode-only throughput, on one core.
 
 Decode-only reads every frame with the decoder, settings and size detection uses (the probe's
-choice of decoder, without deblocking unless --deblock, `analysis_width` wide); detection is the whole `detect_shots` (PySceneDetect,
-thumbnails, fades and dissolves). Target: detection >= 0.9 x decode-only at 1080p and 360p.
+choice of decoder, without deblocking unless --deblock, `analysis_width` wide); detection is the
+whole `detect_shots` (PySceneDetect, thumbnails, fades and dissolves). Target: detection >= 0.9 x
+decode-only at 1080p and 360p.
 
     python benchmarks/shot_detection.py [--seconds 12] [--repeats 3] [VIDEO ...]
 

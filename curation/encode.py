@@ -36,8 +36,8 @@ class VideoWriter:
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             # forced-idr: a frame forced to be a keyframe is an IDR, so nothing after it refers back.
-            options = {"crf": str(crf), "preset": preset, "forced-idr": "1"}
-            self._stream.options = options | ({"threads": str(threads)} if threads else {})
+            # threads=0 lets x264 decide.
+            self._stream.options = {"crf": str(crf), "preset": preset, "forced-idr": "1", "threads": str(threads)}
         self._time_base = Fraction(1) / rate
         self.frames_written = 0
 

@@ -30,7 +30,7 @@ def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
     try:
         _check_file(uri)
         _read_stream_info(uri, info, config)
-        info.decoder = _choose_decoder(uri, info, config)
+        info.decoder = _choose_decoder(uri, config)
     except ProbeError as exc:
         info.status, info.error = "failed", str(exc)
     except Exception as exc:  # anything else a broken file makes FFmpeg or decord say
@@ -103,7 +103,7 @@ def _frames_from_duration(container: av.container.InputContainer, stream, fps: f
     return 0
 
 
-def _choose_decoder(path: str, info: VideoInfo, config: ProbeConfig) -> str:
+def _choose_decoder(path: str, config: ProbeConfig) -> str:
     if config.decoder == "pyav":
         return "pyav"
     with av.open(path) as container:

@@ -107,7 +107,7 @@ def test_a_source_that_ends_early_fails_only_the_scenes_it_cuts_short(tmp_path):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_encoder_runs_the_configured_threads(tmp_path, threads):
     path = tmp_path / "out.mp4"
-    with VideoWriter(path, 320, 192, 16, threads=threads) as writer:  # x264 uses one thread below ~100 rows
+    with VideoWriter(path, 320, 192, 16, threads=threads) as writer:  # x264 uses one thread on tiny frames
         for value in range(3):
             writer.write(np.full((192, 320, 3), value * 60, np.uint8))
     # x264 writes its settings into the stream's first SEI message.
