@@ -86,3 +86,14 @@ class CaptionerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def use(self, engine: str | None = None, model: str | None = None, endpoint: str | None = None) -> None:
+        """Apply the command-line choices every CLI offers: ``endpoint`` (a base URL) implies the
+        openai engine unless ``engine`` names another; each given value overrides the config's."""
+        if endpoint:
+            self.engine = "openai"
+            self.openai.base_url = endpoint
+        if engine:
+            self.engine = engine
+        if model:
+            self.model = model

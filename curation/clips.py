@@ -11,7 +11,6 @@ runs with fresh timestamps.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,9 @@ import av
 import numpy as np
 
 from curation.config import ClipConfig
+from curation.decode import DecodeReport, decode_video, video_stream
 from curation.encode import VideoWriter
+from curation.files import atomic_path, partial_path
 from curation.types import Scene, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def _even(value: float) -> int:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Resize the source to (scaled_width, scaled_height), then centre-crop to the clip size."""
+    """Turn the decoded picture upright (``rotation`` degrees counter-clockwise), resize it to
+    (scaled_width, scaled_height), then centre-crop to the clip size."""
 
     scaled_width: int
     scaled_height: int
@@ -41,9 +43,16 @@ class Geometry:
     width: int
     height: int
     upscale: float  # > 1 when the source is smaller than the clip in either dimension
+    rotation: int = 0
+
+    @property
+    def coverage(self) -> float:
+        """The share of the source picture that the clip shows."""
+        return self.width * self.height / (self.scaled_width * self.scaled_height)
 
 
-def clip_geometry(source_width: int, source_height: int, config: ClipConfig) -> Geometry:
+def clip_geometry(source_width: int, source_height: int, config: ClipConfig, rotation: int = 0) -> Geometry:
+    """Geometry for a source picture of this size as displayed (after its rotation)."""
     scale = max(config.width / source_width, config.height / source_height)
     # Even sizes and offsets keep the 4:2:0 chroma planes aligned with the luma when cropping.
     scaled_w = max(config.width, _even(source_width * scale))
@@ -56,7 +65,23 @@ def clip_geometry(source_width: int, source_height: int, config: ClipConfig) -> 
         width=config.width,
         height=config.height,
         upscale=max(1.0, scale),
+        rotation=rotation,
     )
+
+
+def geometry_problem(info: VideoInfo, geometry: Geometry, config: ClipConfig) -> str | None:
+    """Why this source cannot make clips of this size, or None."""
+    if geometry.coverage < config.min_coverage:
+        return (
+            f"source {info.width}x{info.height} is too far from the clip's shape {config.width}x{config.height}: "
+            f"the clip would show {geometry.coverage:.1%} of the picture (clips.min_coverage is {config.min_coverage:.0%})"
+        )
+    if geometry.upscale > 1 and not config.allow_upscale:
+        return (
+            f"source {info.width}x{info.height} is smaller than the clip "
+            f"{config.width}x{config.height} (would upscale x{geometry.upscale:.2f})"
+        )
+    return None
 
 
 def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
@@ -66,12 +91,17 @@ def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
 
 def scale_and_crop(frame: av.VideoFrame, g: Geometry) -> av.VideoFrame:
     """The clip picture of a decoded frame, as yuv420p (what the encoder takes)."""
-    scaled = frame.reformat(width=g.scaled_width, height=g.scaled_height, format="yuv420p", interpolation="AREA")
-    if (g.scaled_width, g.scaled_height) == (g.width, g.height):
+    turns = g.rotation // 90 % 4
+    # A picture lying on its side is scaled to the transposed size, then turned.
+    width, height = (g.scaled_height, g.scaled_width) if turns % 2 else (g.scaled_width, g.scaled_height)
+    scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+    if not turns and (g.scaled_width, g.scaled_height) == (g.width, g.height):
         return scaled
-    luma = _plane(scaled, 0)[g.crop_y : g.crop_y + g.height, g.crop_x : g.crop_x + g.width]
+    # Turning each 4:2:0 plane by itself keeps chroma and luma aligned (all sizes are even).
+    planes = [np.rot90(_plane(scaled, i), turns) for i in range(3)]
+    luma = planes[0][g.crop_y : g.crop_y + g.height, g.crop_x : g.crop_x + g.width]
     y, x, h, w = g.crop_y // 2, g.crop_x // 2, g.height // 2, g.width // 2
-    chroma = [_plane(scaled, i)[y : y + h, x : x + w] for i in (1, 2)]
+    chroma = [plane[y : y + h, x : x + w] for plane in planes[1:]]
     packed = np.concatenate([luma.ravel(), *(c.ravel() for c in chroma)]).reshape(g.height * 3 // 2, g.width)
     return av.VideoFrame.from_ndarray(packed, format="yuv420p")
 
@@ -127,11 +157,12 @@ def encode_reel(
         return None
     keys = iter(enumerate(plan.keys))
     reel_index, (source_index, _) = next(keys)
+    report = DecodeReport()
     try:
         with av.open(uri) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.codec_context.thread_count = threads
-            for index, frame in enumerate(container.decode(stream)):
+            for index, frame in enumerate(decode_video(container, stream, report)):
                 if index < source_index:
                     continue
                 picture = scale_and_crop(frame, geometry)
@@ -140,7 +171,9 @@ def encode_reel(
                     reel_index, (source_index, _) = next(keys, (None, (None, None)))
                 if reel_index is None:
                     return None
-        return f"the source ended after {index + 1} frames, before frame {source_index}"
+        return f"the source ended after {index + 1} frames, before frame {source_index}" + (
+            f" ({report.ended_early})" if report.ended_early else ""
+        )
     except Exception as exc:  # a corrupt stream: keep what was encoded, fail the scenes it cuts short
         return f"{type(exc).__name__}: {exc}"
 
@@ -176,8 +209,8 @@ def _write_clip(path: Path, template: av.video.stream.VideoStream, fps: float, r
     # Packets arrive in decode order; B-frames make that differ from display order, so decode
     # timestamps start `delay` frames early to stay at or before every presentation timestamp.
     delay = max(k - position[index] for k, (index, _, _) in enumerate(packets))
-    partial = path.with_name(path.stem + ".partial.mp4")
-    with av.open(str(partial), mode="w") as out:
+    # Publish only complete clips: a crash never leaves a truncated file under the real name.
+    with atomic_path(path) as partial, av.open(str(partial), mode="w", format="mp4") as out:
         stream = out.add_stream_from_template(template)
         for k, (index, data, keyframe) in enumerate(packets):
             packet = av.Packet(data)
@@ -185,8 +218,6 @@ def _write_clip(path: Path, template: av.video.stream.VideoStream, fps: float, r
             packet.pts, packet.dts, packet.duration = position[index] * tick, (k - delay) * tick, tick
             packet.is_keyframe = keyframe
             out.mux(packet)
-    # Publish only complete clips: a crash never leaves a truncated file under the real name.
-    os.replace(partial, path)
 
 
 def cut_clips(
@@ -197,25 +228,23 @@ def cut_clips(
         return scenes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    geometry = clip_geometry(info.width, info.height, config)
+    geometry = clip_geometry(info.width, info.height, config, info.rotation)
     for scene in scenes:
         scene.width, scene.height, scene.upscale = geometry.width, geometry.height, geometry.upscale
+    reason = geometry_problem(info, geometry, config)
+    if reason:
+        for scene in scenes:
+            scene.status, scene.error = "skipped", reason
+        return scenes
     if geometry.upscale > 1:
-        if not config.allow_upscale:
-            reason = (
-                f"source {info.width}x{info.height} is smaller than the clip "
-                f"{config.width}x{config.height} (would upscale x{geometry.upscale:.2f})"
-            )
-            for scene in scenes:
-                scene.status, scene.error = "skipped", reason
-            return scenes
         log.warning("%s: upscaling x%.2f to %dx%d", info.uri, geometry.upscale, config.width, config.height)
     fps = scenes[0].fps
     plan = plan_reel(scenes)
-    reel_path = out_dir / f".{info.video_id}.reel.mp4"
+    # Named per attempt: a straggler of a killed run may still be writing its own reel.
+    reel_path = partial_path(out_dir / f".{info.video_id}.reel.mp4")
     try:
         with VideoWriter(
-            reel_path, geometry.width, geometry.height, fps,
+            reel_path, geometry.width, geometry.height, fps, container_format="mp4",
             crf=config.crf, preset=config.preset, threads=config.encode_threads,
         ) as writer:
             error = encode_reel(info.uri, plan, geometry, writer, threads)
@@ -228,7 +257,8 @@ def cut_clips(
                 scene.status, scene.error = "failed", f"clip cutting failed: {error}"
         if error:
             log.warning("%s: clip cutting stopped early: %s", info.uri, error)
-        copy_clips(reel_path, plan, fps, targets)
+        if targets:
+            copy_clips(reel_path, plan, fps, targets)
         for i, path in targets.items():
             scenes[i].clip_path = str(path)
     finally:

@@ -107,6 +107,11 @@ class ClipConfig:
     # Sources smaller than the clip are upscaled and the factor is recorded in the manifest;
     # set False to skip such videos instead.
     allow_upscale: bool = True
+    # Sources are scaled to cover the clip and centre-cropped. A source whose shape is so far
+    # from the clip's that the crop would keep less than this share of its picture (a 2x1000
+    # strip, say) is skipped with the reason. 0.25 keeps upright 9:16 phone video in 832x480
+    # clips (a third of the picture) and drops what no crop can make sense of.
+    min_coverage: float = 0.25
 
 
 @dataclass

@@ -28,9 +28,11 @@ class VideoWriter:
         preset: str = "veryfast",
         pix_fmt: str = "yuv420p",
         threads: int = 0,
+        container_format: str | None = None,
     ) -> None:
         self.path = str(path)
-        self._container = av.open(self.path, mode="w")
+        # The format comes from the extension unless named (temporary names have none).
+        self._container = av.open(self.path, mode="w", format=container_format)
         rate = Fraction(fps).limit_denominator(1001)
         self._stream = self._container.add_stream(codec, rate=rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt

@@ -18,6 +18,7 @@ def score_shots(video_id: str, detection: ShotDetection) -> list[Shot]:
         scores = {
             "brightness": float(analysis.luma[start:end].mean()),
             "motion": float(inner_motion.mean()) if len(inner_motion) else 0.0,
+            "damaged": float(sum(max(0, min(end, e) - max(start, s)) for s, e in detection.damaged)),
         }
         shots.append(Shot(video_id, index, start, end, detection.fps, scores=scores))
     return shots
@@ -25,6 +26,8 @@ def score_shots(video_id: str, detection: ShotDetection) -> list[Shot]:
 
 def drop_reason(shot: Shot, config: FilterConfig) -> str | None:
     """Why the shot is dropped, or None when it is kept. The first failing filter wins."""
+    if shot.scores.get("damaged", 0) > 0:
+        return f"damaged ({shot.scores['damaged']:.0f} frame(s) after a decode error)"
     if shot.duration_s < config.min_duration_s:
         return f"too_short ({shot.duration_s:.2f} s < {config.min_duration_s} s)"
     if shot.duration_s > config.max_duration_s:

@@ -12,6 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.files import atomic_path
+
 _frames = pa.list_(pa.int64())
 
 VIDEOS_SCHEMA = pa.schema(
@@ -27,6 +29,8 @@ VIDEOS_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
         ("codec", pa.string()),
         ("decoder", pa.string()),
+        ("rotation", pa.int64()),
+        ("decode_errors", pa.int64()),
     ]
 )
 
@@ -42,6 +46,7 @@ SHOTS_SCHEMA = pa.schema(
         ("drop_reason", pa.string()),
         ("score_brightness", pa.float64()),
         ("score_motion", pa.float64()),
+        ("score_damaged", pa.float64()),
     ]
 )
 
@@ -83,10 +88,8 @@ def write_manifest(rows: list[dict[str, Any]], path: str | Path, schema: pa.Sche
     if unknown:
         raise ValueError(f"{Path(path).name}: columns {sorted(unknown)} are not in the manifest schema")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), partial)
     return path
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from itertools import islice
 
 import av
 
 from curation.config import ProbeConfig
-from curation.decode import decord_agrees_with_ffmpeg
+from curation.decode import DecodeReport, decode_video, decord_agrees_with_ffmpeg, ffmpeg_reason, video_stream
 from curation.types import VideoInfo, video_id_for
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def probe_video(uri: str, config: ProbeConfig | None = None) -> VideoInfo:
     try:
         _check_file(uri)
         _read_stream_info(uri, info, config)
-        info.decoder = _choose_decoder(uri, config)
+        info.decoder = _choose_decoder(uri, info, config)
     except ProbeError as exc:
         info.status, info.error = "failed", str(exc)
     except Exception as exc:  # anything else a broken file makes FFmpeg or decord say
@@ -64,35 +65,51 @@ def _read_stream_info(path: str, info: VideoInfo, config: ProbeConfig) -> None:
     try:
         container = av.open(path)
     except av.FFmpegError as exc:
-        raise ProbeError(f"not a readable media file ({_ffmpeg_reason(exc)})") from None
+        raise ProbeError(f"not a readable media file ({ffmpeg_reason(exc)})") from None
     with container:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no"]
             raise ProbeError(f"no video stream (found {', '.join(kinds)} streams)")
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        if codec in _IMAGE_CODECS or any(f in container.format.name for f in _IMAGE_FORMATS):
-            raise ProbeError(f"a still image ({codec}), not a video")
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        stream = video_stream(container)
+        info.codec = stream.codec_context.name
+        # Whether this is a video is decided by its frames, not its codec: Motion-JPEG is a
+        # video of JPEG pictures, a PNG renamed .mp4 is one picture.
+        first = list(islice(decode_video(container, stream, DecodeReport()), 2))
+        if not first:
+            raise ProbeError("video stream has no decodable frames")
+        if len(first) == 1:
+            if info.codec in _IMAGE_CODECS or any(f in container.format.name for f in _IMAGE_FORMATS):
+                raise ProbeError(f"a still image ({info.codec}), not a video")
+            raise ProbeError(f"too short: 1 frame, at least {config.min_frames} needed")
+        fps = _frame_rate(container, stream)
         if fps <= 0:
             raise ProbeError("no frame rate in the stream")
         info.fps = fps
-        info.codec = codec
-        info.width = stream.codec_context.width
-        info.height = stream.codec_context.height
+        info.rotation = round(first[0].rotation / 90) * 90 % 360
+        width, height = stream.codec_context.width, stream.codec_context.height
+        info.width, info.height = (height, width) if info.rotation in (90, 270) else (width, height)
         # The container's count; replaced by the exact decoded count after shot detection.
         info.num_frames = stream.frames or _frames_from_duration(container, stream, fps)
-        try:
-            first = next(container.decode(stream), None)
-        except av.FFmpegError as exc:
-            raise ProbeError(f"cannot decode video ({_ffmpeg_reason(exc)})") from None
-        if first is None:
-            raise ProbeError("video stream has no decodable frames")
-        if info.num_frames < config.min_frames:
-            raise ProbeError(
-                f"too short: {info.num_frames} frame(s), at least {config.min_frames} needed"
-            )
-        info.duration_s = info.num_frames / fps
+    if info.num_frames <= 0:  # the container states nothing usable (an AVI without index, a raw stream)
+        info.num_frames = _count_packets(path)
+    if info.num_frames < config.min_frames:
+        raise ProbeError(f"too short: {info.num_frames} frame(s), at least {config.min_frames} needed")
+    info.duration_s = info.num_frames / fps
+
+
+def _frame_rate(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    """Frames per second: the average over the stream's timestamps, except where the stream has
+    no timing (a raw elementary stream), whose "average" is the demuxer's default of 25; there
+    the codec's own rate is the true one."""
+    timed = stream.duration or container.duration
+    rate = (stream.average_rate if timed else None) or stream.guessed_rate or stream.average_rate
+    return float(rate or 0)
+
+
+def _count_packets(path: str) -> int:
+    """Frames by counting the video packets (one per frame; no decoding)."""
+    with av.open(path) as container:
+        return sum(1 for packet in container.demux(video_stream(container)) if packet.size)
 
 
 def _frames_from_duration(container: av.container.InputContainer, stream, fps: float) -> int:
@@ -103,16 +120,15 @@ def _frames_from_duration(container: av.container.InputContainer, stream, fps: f
     return 0
 
 
-def _choose_decoder(path: str, config: ProbeConfig) -> str:
+def _choose_decoder(path: str, info: VideoInfo, config: ProbeConfig) -> str:
     if config.decoder == "pyav":
         return "pyav"
+    if info.rotation:
+        log.info("%s: using PyAV, not decord: the picture is rotated %d degrees", path, info.rotation)
+        return "pyav"
     with av.open(path) as container:
-        container_frames = container.streams.video[0].frames
+        container_frames = video_stream(container).frames
     agrees, reason = decord_agrees_with_ffmpeg(path, container_frames, config.decoder_check_frames)
     if not agrees:
         log.info("%s: using PyAV, not decord: %s", path, reason)
     return "decord" if agrees else "pyav"
-
-
-def _ffmpeg_reason(exc: av.FFmpegError) -> str:
-    return exc.strerror or str(exc)

@@ -14,6 +14,8 @@ from pathlib import Path
 import webdataset as wds
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from curation.files import atomic_path
+
 SHOT_CUT = "[shot cut]"
 
 
@@ -80,18 +82,11 @@ class SampleMeta(BaseModel):
 
 def write_shard(path: str | Path, samples: Iterable[tuple[SampleMeta, bytes]]) -> int:
     """Write (meta, mp4 bytes) samples to one tar, atomically; returns how many were written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     count = 0
-    try:
-        with open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
-            for meta, mp4 in samples:
-                writer.write({"__key__": meta.key, "mp4": mp4, "json": meta.model_dump_json().encode()})
-                count += 1
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path) as partial, open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
+        for meta, mp4 in samples:
+            writer.write({"__key__": meta.key, "mp4": mp4, "json": meta.model_dump_json().encode()})
+            count += 1
     return count
 
 

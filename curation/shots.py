@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -56,6 +56,10 @@ class ShotDetection:
     cuts: list[int]
     transitions: list[Transition]
     analysis: FrameAnalysis
+    # Damaged source: the decoder's rejected packets, and the frames that may show lost data
+    # (each run is a shot of its own, so the filters can drop it; see curation.decode.DecodeReport).
+    decode_errors: list[tuple[int, str]] = field(default_factory=list)
+    damaged: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self, video: str) -> dict:
         return {
@@ -217,16 +221,31 @@ def analysis_size(width: int, height: int, config: DetectConfig) -> tuple[int, i
 
 def detect_shots(info: VideoInfo, config: DetectConfig, threads: int = 1) -> ShotDetection:
     """Decode the video once at analysis size and find its shots."""
-    reader = open_reader(info.uri, info.decoder or "pyav", threads=threads, skip_deblocking=config.skip_deblocking)
+    reader = open_reader(
+        info.uri, info.decoder or "pyav", threads=threads, skip_deblocking=config.skip_deblocking, rotation=info.rotation
+    )
     width, height = analysis_size(info.width, info.height, config)
     analysis = analyze_frames(reader.frames(width, height), info.fps, config)
-    return detection_from_analysis(analysis, config)
+    if reader.report.errors or reader.report.ended_early:
+        log.warning(
+            "%s: %d damaged packet(s) skipped%s", info.uri, len(reader.report.errors),
+            f"; {reader.report.ended_early}" if reader.report.ended_early else "",
+        )
+    return detection_from_analysis(analysis, config, reader.report.errors, reader.report.damaged)
 
 
-def detection_from_analysis(analysis: FrameAnalysis, config: DetectConfig) -> ShotDetection:
+def detection_from_analysis(
+    analysis: FrameAnalysis,
+    config: DetectConfig,
+    decode_errors: list[tuple[int, str]] | None = None,
+    damaged: list[tuple[int, int]] | None = None,
+) -> ShotDetection:
+    damaged = damaged or []
     transitions = find_transitions(analysis.thumbs, analysis.luma, analysis.contrast, analysis.cuts, config)
     # A cut the detector places inside a transition is the transition itself, not a shot.
     cuts = [c for c in analysis.cuts if not any(t.start_frame <= c <= t.end_frame for t in transitions)]
+    # Damage starts and ends a shot: a scene never joins pictures across lost data.
+    cuts = sorted({*cuts, *(edge for span in damaged for edge in span)})
     shots = split_shots(analysis.num_frames, cuts, transitions)
     log.debug("%d cuts, %d transitions, %d shots", len(cuts), len(transitions), len(shots))
     return ShotDetection(
@@ -236,4 +255,6 @@ def detection_from_analysis(analysis: FrameAnalysis, config: DetectConfig) -> Sh
         cuts=cuts,
         transitions=transitions,
         analysis=analysis,
+        decode_errors=list(decode_errors or []),
+        damaged=damaged,
     )

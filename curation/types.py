@@ -7,15 +7,43 @@ Source frames count in the input video's own frames, clip frames in the written 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Status = Literal["ok", "failed", "skipped"]
 
 
+def is_remote(uri: str) -> bool:
+    """Whether an input names an object behind an fsspec protocol (s3://, gs://, file://, ...)."""
+    return "://" in uri
+
+
+def canonical_uri(uri: str) -> str:
+    """The one name of an input, however it was written: a URI as given, a local path made
+    absolute and normalised (``clips/a.mp4`` and ``./clips/../clips/a.mp4`` name one file)."""
+    return uri if is_remote(uri) else os.path.abspath(uri)
+
+
+# Names are bytes on Linux; Python holds the bytes that are not UTF-8 as lone surrogates
+# ("surrogateescape"), which no UTF-8 text format (Arrow, Parquet, JSON schemas, HTML) accepts.
+def uri_bytes(uri: str) -> bytes:
+    """The exact bytes of an input's name."""
+    return uri.encode("utf-8", "surrogateescape")
+
+
+def uri_from_bytes(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def printable_uri(uri: str) -> str:
+    """The name as text for manifests, shards and reports: bytes that are not UTF-8 shown as \\xNN."""
+    return uri_bytes(uri).decode("utf-8", "backslashreplace")
+
+
 def video_id_for(uri: str) -> str:
-    """Stable id of an input: the first 16 hex digits of the SHA-1 of its URI."""
-    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+    """Stable id of an input: the first 16 hex digits of the SHA-1 of its canonical name's bytes."""
+    return hashlib.sha1(uri_bytes(canonical_uri(uri))).hexdigest()[:16]
 
 
 def scene_key(video_id: str, scene_index: int) -> str:
@@ -38,13 +66,18 @@ class VideoInfo:
     codec: str | None = None
     # Which decoder reproduces FFmpeg's frame numbering for this file ("decord" or "pyav").
     decoder: str | None = None
+    # Degrees clockwise that a player turns the decoded pictures (the display matrix);
+    # width and height above are the picture as displayed, after this rotation.
+    rotation: int = 0
+    # Packets the decoder rejected in the detection pass (damaged data it skipped).
+    decode_errors: int = 0
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
     def to_row(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "uri": printable_uri(self.uri)}
 
 
 @dataclass
@@ -130,6 +163,12 @@ class Scene:
     error: str | None = None
     shard: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Scene":
+        """The inverse of ``dataclasses.asdict`` (JSON turns the frame tuples into lists)."""
+        shots = [SceneShot(**{**s, "source_frames": tuple(s["source_frames"])}) for s in data["shots"]]
+        return cls(**{**data, "shots": shots})
+
     @property
     def num_shots(self) -> int:
         return len(self.shots)
@@ -155,7 +194,7 @@ class Scene:
         return {
             "key": self.key,
             "video_id": self.video_id,
-            "uri": self.uri,
+            "uri": printable_uri(self.uri),
             "scene_index": self.scene_index,
             "tier": self.tier,
             "num_shots": self.num_shots,

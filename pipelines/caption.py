@@ -20,6 +20,8 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,21 +29,18 @@ from typing import Any
 
 import pyarrow as pa
 
+from captioning.engines import EngineUnavailable, check_engine
 from captioning.schema import Limits
 from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA, write_manifest
 from curation.shards import shard_name
-from curation.types import Scene, video_id_for
+from curation.files import remove_partials
+from curation.types import Scene, printable_uri, video_id_for
 from pipelines.config import PipelineConfig, load_config
 from pipelines.inputs import discover_inputs
 from pipelines.models import stand_in_model_dir
 from pipelines.packing import PackEntry, plan_shards, remove_stale, shard_task, write_planned_shard
-from pipelines.records import (
-    VideoRecord,
-    caption_record_path,
-    load_video_record,
-    read_json,
-    work_dir,
-)
+from curation.run import VideoRecord
+from pipelines.records import caption_record_path, load_video_record, read_json, work_dir
 from pipelines.report import render_report
 from pipelines.stages import captionable, scene_row, video_row
 
@@ -100,15 +99,38 @@ def resolve_model(config: PipelineConfig) -> bool:
     return True
 
 
+def check_captioner(config: PipelineConfig, stand_in: bool, cluster: str | None) -> None:
+    """Fail before any work when the model or server cannot serve. On a cluster the driver may
+    not see what the workers see (a model directory on the GPU nodes only, a server on each
+    node's loopback), so there a failed check is only a warning."""
+    if stand_in:
+        return
+    try:
+        check_engine(config.captioning)
+    except EngineUnavailable as exc:
+        if not cluster:
+            raise JobError(str(exc)) from None
+        log.warning("%s (checked from the driver; the cluster's workers may see otherwise)", exc)
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster to join (``--ray-address`` or ``RAY_ADDRESS``), None for an in-process Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def init_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Connect to the cluster (``--ray-address`` or ``RAY_ADDRESS``), or start Ray in-process.
+    """Connect to the cluster ``address``, or start Ray in-process when it is None.
 
     Returns whether this call started Ray (and so should shut it down)."""
     import ray
+    import ray.data
 
+    context = ray.data.DataContext.get_current()
+    # Ray Data's own progress is a 20-line block every 10 s in a log; Progress gives one line.
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
     else:
@@ -150,9 +172,9 @@ def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in:
     if plan.to_caption:
         parts.append(ray.data.from_items([scene_row(s) for s in plan.to_caption]))
     scenes = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    scenes = scenes.map(
+    scenes = scenes.flat_map(
         stages.frames_stage, fn_kwargs={"output": output, "config": captioning}, num_cpus=res.frames_cpus
-    ).filter(stages.has_request, num_cpus=res.record_cpus)
+    )
     if captioning.engine == "vllm":
         captioned = stages.vllm_caption(scenes, captioning)
     else:
@@ -166,6 +188,47 @@ def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in:
             num_gpus=caption_gpus(config),
         )
     return captioned.map(stages.record_stage, fn_kwargs={"output": output}, num_cpus=res.record_cpus)
+
+
+class Progress:
+    """One log line every ``interval_s`` seconds while the job runs: videos curated (their
+    records, counted on disk) and scenes captioned (the rows the driver receives)."""
+
+    def __init__(self, output: str, videos: int, interval_s: float = 15.0) -> None:
+        self.records = work_dir(output) / "videos"
+        self.videos, self.interval_s = videos, interval_s
+        self.captioned = self.failed = 0
+        self.start = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def scene_done(self, ok: bool) -> None:
+        self.captioned += ok
+        self.failed += not ok
+
+    def _curated(self) -> int:
+        if not self.records.is_dir():
+            return 0
+        return sum(1 for entry in os.scandir(self.records) if entry.stat().st_mtime >= self.start)
+
+    def log_line(self) -> None:
+        log.info(
+            "progress: %d/%d videos curated, %d scenes captioned, %d failed, %.0f s",
+            min(self._curated(), self.videos), self.videos, self.captioned, self.failed, time.time() - self.start,
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.log_line()
+
+    def __enter__(self) -> "Progress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.log_line()
 
 
 def reason_of(error: str) -> str:
@@ -238,12 +301,17 @@ def finish(output: str, uris: list[str], config: PipelineConfig, plan: WorkPlan,
     curated_now = {video_id_for(uri) for uri in plan.to_curate}
     captioned_now = {scene.key for scene in plan.to_caption}
     attempted = [c for c in captions.values() if c["video_id"] in curated_now or c["key"] in captioned_now]
-    failed_inputs = {r.info.uri: r.info.error for r in records if not r.info.ok}
-    seconds: Counter[str] = Counter()
+    failed_inputs = {printable_uri(r.info.uri): r.info.error for r in records if not r.info.ok}
+    seconds: Counter[str] = Counter()  # every run's work on these inputs
+    seconds_now: Counter[str] = Counter()  # this run's
     for record in records:
         seconds.update(record.seconds)
+        if record.info.video_id in curated_now:
+            seconds_now.update(record.seconds)
     for caption in captions.values():
         seconds.update(caption["seconds"])
+    for caption in attempted:
+        seconds_now.update(caption["seconds"])
     summary = {
         "inputs": len(records),
         "inputs_ok": len(records) - len(failed_inputs),
@@ -257,11 +325,19 @@ def finish(output: str, uris: list[str], config: PipelineConfig, plan: WorkPlan,
         "scene_failures_by_reason": dict(Counter(reason_of(e) for _, e in scene_failures)),
         "shards": len(set(shard_of.values())),
         "hours_in": sum(r.info.duration_s for r in records if r.info.ok) / 3600,
+        # Tiers are cut independently, so the same footage can be in a 5 s and a 15 s scene:
+        # hours out can exceed hours in.
         "hours_out": sum(s["num_frames"] / s["fps"] for s, _ in samples) / 3600,
+        "hours_out_by_tier": {
+            tier: sum(s["num_frames"] / s["fps"] for s, _ in samples if s.get("tier") == tier) / 3600
+            for tier in sorted({s.get("tier", "") for s, _ in samples})
+        },
         "stage_seconds": dict(seconds),
         "captioner": samples[0][0]["captioner"] if samples else {},
         "this_run": {
             "videos_curated": len(plan.to_curate),
+            "videos_failed": sum(1 for r in records if r.info.video_id in curated_now and not r.info.ok),
+            "stage_seconds": dict(seconds_now),
             "scenes_captioned": sum(c["sample"] is not None for c in attempted),
             "scenes_failed": sum(c["sample"] is None for c in attempted),
             "shards_written": shards_written,
@@ -275,18 +351,23 @@ def finish(output: str, uris: list[str], config: PipelineConfig, plan: WorkPlan,
 
 
 def summary_table(summary: dict[str, Any]) -> str:
-    seconds = summary["stage_seconds"]
     run = summary["this_run"]
+    total, now = summary["stage_seconds"], run["stage_seconds"]
+    by_tier = ", ".join(f"{tier} {hours:.4f}" for tier, hours in summary["hours_out_by_tier"].items())
     lines = [
-        f"{'stage':<10}{'seconds':>10}",
-        *(f"{name:<10}{seconds.get(name, 0.0):>10.1f}" for name in ("probe", "shots", "clips", "frames", "caption")),
+        f"{'stage':<10}{'this run (s)':>14}{'all runs (s)':>14}",
+        *(
+            f"{name:<10}{now.get(name, 0.0):>14.1f}{total.get(name, 0.0):>14.1f}"
+            for name in ("probe", "shots", "clips", "frames", "caption")
+        ),
         "",
         f"inputs {summary['inputs']} ({summary['inputs_failed']} failed: {summary['failures_by_reason']})",
         f"scenes {summary['scenes']}: {summary['samples']} in {summary['shards']} shards "
         f"{summary['scenes_by_tier']}, {summary['scenes_failed']} failed {summary['scene_failures_by_reason']}",
-        f"hours in {summary['hours_in']:.4f}, out {summary['hours_out']:.4f}; "
-        f"this run: {run['videos_curated']} videos curated, {run['scenes_captioned']} scenes captioned "
-        f"in {run['wall_time_s']:.1f} s",
+        f"hours in {summary['hours_in']:.4f}; out {summary['hours_out']:.4f} ({by_tier}; "
+        "tiers are cut independently, so footage can be in scenes of several tiers)",
+        f"this run: {run['videos_curated']} videos curated ({run['videos_failed']} failed), "
+        f"{run['scenes_captioned']} scenes captioned ({run['scenes_failed']} failed) in {run['wall_time_s']:.1f} s",
     ]
     return "\n".join(lines)
 
@@ -308,20 +389,26 @@ def run(
     if config.captioning.engine == "vllm" and config.captioning.strategy != "joint":
         raise JobError("the vllm engine runs the joint strategy only")
     stand_in = resolve_model(config)
+    address = cluster_address(ray_address)
+    check_captioner(config, stand_in, address)
     plan = plan_work(output, uris, config.retry_failed)
     log.info(
         "%d inputs: %d to curate, %d more scenes to caption, the rest done in an earlier run",
         len(uris), len(plan.to_curate), len(plan.to_caption),
     )
-    started_ray = init_ray(ray_address, num_cpus)
+    # Temporary files and staged copies of a killed run (its stragglers, if any, write under
+    # other names and fail harmlessly when theirs are gone).
+    remove_partials(Path(output) / "clips")
+    remove_partials(work_dir(output))
+    shutil.rmtree(work_dir(output) / "staging", ignore_errors=True)
+    started_ray = init_ray(address, num_cpus)
     try:
-        outcomes: Counter[str] = Counter()
         if plan.to_curate or plan.to_caption:
-            for row in build_dataset(output, plan, config, stand_in).iter_rows():
-                outcomes["ok" if row["ok"] else "failed"] += 1
-                log.info("scene %s: %s (%d captioned, %d failed so far)",
-                         row["key"], "captioned" if row["ok"] else f"failed: {row['error']}",
-                         outcomes["ok"], outcomes["failed"])
+            with Progress(output, len(plan.to_curate)) as progress:
+                for row in build_dataset(output, plan, config, stand_in).iter_rows():
+                    progress.scene_done(row["ok"])
+                    if not row["ok"]:
+                        log.warning("scene %s failed: %s", row["key"], row["error"])
         summary = finish(output, uris, config, plan, start)
     finally:
         if started_ray:
@@ -336,19 +423,29 @@ def run(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="folder, glob, or URI (s3://bucket/prefix/, file:///…/*.mp4)")
-    parser.add_argument("--output", required=True, help="output folder (local or a shared file system)")
+    parser.add_argument("--input", required=True,
+                        help="videos: a folder (searched recursively), a file, a glob, or a URI such as "
+                             "s3://bucket/prefix/; an existing path is taken literally (required)")
+    parser.add_argument("--output", required=True,
+                        help="output folder, local or on a shared file system; a rerun into it resumes (required)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. curation.clips.width=416 (repeatable)")
-    parser.add_argument("--engine", choices=["transformers", "openai", "vllm"])
-    parser.add_argument("--model", help="model directory (transformers, vllm) or served model name (openai)")
-    parser.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://host:8000/v1 (implies --engine openai)")
-    parser.add_argument("--limit", type=int, help="process only the first N inputs (sorted)")
-    parser.add_argument("--retry-failed", action="store_true", help="retry inputs and scenes that failed in an earlier run")
-    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else start Ray in-process)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray (default: all)")
-    parser.add_argument("--log-level", default="INFO")
+                        help="override a config key, e.g. curation.clips.width=416 (repeatable; default: none)")
+    parser.add_argument("--engine", choices=["transformers", "openai", "vllm"],
+                        help="captioning engine (default: the config's, transformers; openai with --endpoint)")
+    parser.add_argument("--model",
+                        help="model directory (transformers, vllm) or served model name (openai) "
+                             "(default: the config's; none: a tiny random stand-in VLM whose captions are noise)")
+    parser.add_argument("--endpoint", metavar="URL",
+                        help="OpenAI-compatible base URL, e.g. http://host:8000/v1; implies --engine openai "
+                             "(default: none)")
+    parser.add_argument("--limit", type=int, help="process only the first N inputs in sorted order (default: all)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="curate and caption again what failed in an earlier run (default: failures stay failed)")
+    parser.add_argument("--ray-address",
+                        help="Ray cluster to join (default: $RAY_ADDRESS, else Ray starts inside this process)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray (default: all of this machine's)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -356,17 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config, args.set)
-    if args.endpoint:
-        config.captioning.engine = "openai"
-        config.captioning.openai.base_url = args.endpoint
-    if args.engine:
-        config.captioning.engine = args.engine
-    if args.model:
-        config.captioning.model = args.model
+    config.captioning.use(engine=args.engine, model=args.model, endpoint=args.endpoint)
     if args.retry_failed:
         config.retry_failed = True
     try:
         summary = run(args.input, args.output, config, args.limit, args.ray_address, args.num_cpus)
+    except (JobError, FileNotFoundError) as exc:  # a setup the job cannot run with: one line says why
+        log.error("%s", exc)
+        return 1
     except Exception:
         log.exception("the job failed")
         return 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from curation.files import remove_partials
 from curation.shards import SampleMeta, shard_name, write_shard
 from pipelines.config import ShardConfig
 from pipelines.records import caption_record_path, read_json, work_dir, write_json_atomic
@@ -93,8 +94,7 @@ def write_planned_shard(row: dict[str, Any], output: str) -> dict[str, Any]:
 def remove_stale(output: str | Path, num_shards: int) -> None:
     """Drop partial tars left by a killed run and shards past the plan's end."""
     folder = Path(output) / "shards"
-    for partial in folder.glob("*.partial"):
-        partial.unlink(missing_ok=True)
+    remove_partials(folder)
     for tar in folder.glob("shard-*.tar"):
         index = int(tar.stem.split("-")[1])
         if index >= num_shards:

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from captioning.frames import data_url, decode_frames
+from curation.files import atomic_path
 from pipelines.config import ReportConfig
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,6 @@ def render_report(
     parts += [_scene_html(sample, clip, config) for sample, clip in shown]
     parts.append("</body></html>")
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(parts), encoding="utf-8")
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        partial.write_text("".join(parts), encoding="utf-8")
     return path

@@ -1,10 +1,13 @@
 """The pipeline's stages as plain functions on plain rows; Ray Data only schedules them.
 
-A video row carries ``uri``, ``video_id``, ``local_path`` (the file decoders read: the input
-itself, or a staged copy of a remote one) and ``record``: the JSON of a
-:class:`~pipelines.records.VideoRecord` that each curation stage fills in. A scene row carries
-``key``, ``video_id`` and ``scene`` (JSON of a ``curation.types.Scene`` whose clip is on disk);
-the captioning stages add ``request`` (the VLM request, JSON) and then the outcome.
+A video row carries ``uri`` (the input's name as bytes: Arrow holds any bytes, but no string
+with the surrogates that stand for a name's non-UTF-8 bytes), ``video_id``, ``staged`` (a local
+copy of a remote input, else empty) and ``record``: the JSON of a
+:class:`~curation.run.VideoRecord` that the curation steps fill in. Those steps turn any
+exception into the video's failure. A scene row carries ``key``, ``video_id`` and ``scene``
+(JSON of a ``curation.types.Scene`` whose clip is on disk); the captioning stages add
+``request`` (the VLM request, JSON) and then the outcome; their exceptions become the scene's
+failure.
 
 Nested data travels as JSON strings because Arrow would coerce ragged dicts and lists into structs.
 """
@@ -24,24 +27,12 @@ from captioning import CaptionerConfig, CaptionResult, Captioner, build_joint_re
 from captioning.frames import SceneInput
 from captioning.prompts import load_prompts
 from captioning.requests import ChatRequest, retry_request
-from curation.clips import cut_clips
 from curation.config import CurationConfig
-from curation.filters import filter_shots, score_shots
-from curation.probe import probe_video
-from curation.scenes import assemble_scenes
+from curation.run import VideoRecord, clips_step, log_outcome, probe_step, scenes_step
 from curation.shards import SampleMeta
-from curation.shots import detect_shots
-from curation.types import Scene, VideoInfo, video_id_for
+from curation.types import Scene, VideoInfo, printable_uri, uri_bytes, uri_from_bytes, video_id_for
 from pipelines.inputs import stage_input, unstage
-from pipelines.records import (
-    VideoRecord,
-    caption_record_path,
-    scene_from_dict,
-    scene_to_dict,
-    video_record_path,
-    work_dir,
-    write_json_atomic,
-)
+from pipelines.records import caption_record_path, video_record_path, work_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +40,7 @@ Row = dict[str, Any]
 
 
 def video_row(uri: str) -> Row:
-    return {"uri": uri, "video_id": video_id_for(uri), "local_path": "", "record": ""}
+    return {"uri": uri_bytes(uri), "video_id": video_id_for(uri), "staged": "", "record": ""}
 
 
 def _record(row: Row) -> VideoRecord:
@@ -60,88 +51,52 @@ def _with_record(row: Row, record: VideoRecord) -> Row:
     return {**row, "record": json.dumps(record.to_dict())}
 
 
-def _decodable(info: VideoInfo, local_path: str) -> VideoInfo:
-    """The info with the local file in place of the URI, for the decoders (a copy: the URI stays
-    what every record and scene names)."""
-    return dataclasses.replace(info, uri=local_path)
+def _source(row: Row) -> str:
+    """The local file the decoders read: the staged copy, or the input itself."""
+    return row["staged"] or uri_from_bytes(row["uri"])
 
 
 def probe_stage(row: Row, output: str, config: CurationConfig) -> Row:
-    uri, start = row["uri"], time.perf_counter()
+    uri, start = uri_from_bytes(row["uri"]), time.perf_counter()
     try:
-        local = stage_input(uri, work_dir(output) / "staging")
-    except (OSError, ValueError) as exc:
-        info = VideoInfo(row["video_id"], uri, status="failed", error=f"cannot read input: {exc}")
-        local = ""
-    else:
-        info = probe_video(local, config.probe)
-        # Identity comes from the URI the user gave, not from where the bytes were staged.
-        info.uri, info.video_id = uri, row["video_id"]
-        if not info.ok:
-            unstage(uri, local)
-    record = VideoRecord(info, [], [], {"probe": time.perf_counter() - start})
-    return {**_with_record(row, record), "local_path": local}
+        staged = stage_input(uri, work_dir(output) / "staging")
+    except Exception as exc:
+        record = VideoRecord(VideoInfo(row["video_id"], uri, status="failed", error=f"cannot read input: {exc}"))
+        record.seconds["probe"] = time.perf_counter() - start
+        return _with_record(row, record)
+    row = {**row, "staged": "" if staged == uri else staged}
+    record = probe_step(uri, _source(row), config)
+    if not record.info.ok:
+        unstage(uri, staged)
+    return _with_record(row, record)
 
 
 def shots_stage(row: Row, config: CurationConfig) -> Row:
-    """Shot detection, filters and scene assembly (as ``curation.run.curate_video`` composes them).
-
-    One stage because filters read the detection's per-frame analysis, which is too large to
-    pass between tasks for a long film and cheap to use where it was made.
-    """
+    """Shot detection, filters and scene assembly (``curation.run.scenes_step``)."""
     record = _record(row)
-    info = record.info
-    if not info.ok:
+    if not record.info.ok:
         return row
-    start = time.perf_counter()
-    try:
-        detection = detect_shots(_decodable(info, row["local_path"]), config.detect, threads=config.probe.decode_threads)
-    except Exception as exc:  # a file that probes but breaks mid-decode fails this input, not the job
-        log.exception("%s: shot detection failed", info.uri)
-        info.status, info.error = "failed", f"shot detection failed: {type(exc).__name__}: {exc}"
-        unstage(info.uri, row["local_path"])
-    else:
-        info.num_frames = detection.num_frames
-        info.duration_s = detection.num_frames / info.fps
-        record.shots = filter_shots(score_shots(info.video_id, detection), config.filters)
-        record.scenes = assemble_scenes(info, record.shots, config.scenes)
-    record.seconds["shots"] = time.perf_counter() - start
+    scenes_step(record, _source(row), config)
+    if not record.info.ok:
+        unstage(record.info.uri, _source(row))
     return _with_record(row, record)
 
 
 def clips_stage(row: Row, output: str, config: CurationConfig) -> Row:
     """Cut every scene's clip, then publish the video's record (so a record implies its clips)."""
     record = _record(row)
-    start = time.perf_counter()
-    if record.info.ok and record.scenes:
-        try:
-            cut_clips(
-                _decodable(record.info, row["local_path"]),
-                record.scenes,
-                Path(output) / "clips",
-                config.clips,
-                threads=config.probe.decode_threads,
-            )
-        finally:
-            unstage(record.info.uri, row["local_path"])
-    elif record.info.ok:
-        unstage(record.info.uri, row["local_path"])
-    record.seconds["clips"] = time.perf_counter() - start
+    try:
+        clips_step(record, _source(row), Path(output) / "clips", config)
+    finally:
+        if record.info.ok:
+            unstage(record.info.uri, _source(row))
     write_json_atomic(video_record_path(output, record.info.video_id), record.to_dict())
-    info = record.info
-    log.info(
-        "%s: %s, %d shots (%d kept), %d scenes",
-        info.uri,
-        "ok" if info.ok else f"failed: {info.error}",
-        len(record.shots),
-        sum(s.kept for s in record.shots),
-        len(record.scenes),
-    )
+    log_outcome(record)
     return _with_record(row, record)
 
 
 def scene_row(scene: Scene) -> Row:
-    return {"key": scene.key, "video_id": scene.video_id, "scene": json.dumps(scene_to_dict(scene))}
+    return {"key": scene.key, "video_id": scene.video_id, "scene": json.dumps(dataclasses.asdict(scene))}
 
 
 def captionable(scene: Scene) -> bool:
@@ -153,8 +108,8 @@ def scene_rows(row: Row) -> list[Row]:
     return [scene_row(s) for s in _record(row).scenes if captionable(s)]
 
 
-def frames_stage(row: Row, output: str, config: CaptionerConfig) -> Row:
-    """Sample and encode the scene's frames into its VLM request (joint strategy).
+def frames_stage(row: Row, output: str, config: CaptionerConfig) -> list[Row]:
+    """Sample and encode the scene's frames into its VLM request (joint strategy); a flat map.
 
     Done here, on CPU workers, so the captioning actors (GPUs) spend their time generating. The
     two-pass strategy builds its requests from its own first answers and so samples inside the
@@ -163,20 +118,16 @@ def frames_stage(row: Row, output: str, config: CaptionerConfig) -> Row:
     start = time.perf_counter()
     request = ""
     if config.strategy == "joint":
-        scene = SceneInput.from_scene(scene_from_dict(json.loads(row["scene"])))
         try:
+            scene = SceneInput.from_scene(Scene.from_dict(json.loads(row["scene"])))
             built = build_joint_request(scene, config, load_prompts(config.prompt_version, config.prompts_dir))
-        except (OSError, ValueError) as exc:  # unreadable clip or spans past its end
+        except Exception as exc:  # an unreadable clip, spans past its end, anything else: this scene's failure
             log.warning("scene %s: no frames: %s", row["key"], exc)
             failed = {**row, "sample": "", "error": f"frames: {exc}", "tries": 0}
             record_stage({**failed, "seconds_frames": time.perf_counter() - start, "seconds_caption": 0.0}, output)
-            return {**row, "request": "", "usable": False, "seconds_frames": 0.0}
+            return []
         request = json.dumps(dataclasses.asdict(built))
-    return {**row, "request": request, "usable": True, "seconds_frames": time.perf_counter() - start}
-
-
-def has_request(row: Row) -> bool:
-    return bool(row["usable"])
+    return [{**row, "request": request, "seconds_frames": time.perf_counter() - start}]
 
 
 def caption_joint(captioner: Captioner, scenes: list[SceneInput], requests: list[ChatRequest]) -> list[CaptionResult]:
@@ -212,7 +163,7 @@ def sample_meta(scene: Scene, caption_fields: dict[str, Any]) -> SampleMeta:
     return SampleMeta.model_validate(
         {
             "key": scene.key,
-            "source": {"uri": scene.uri, "video_id": scene.video_id, "start_s": scene.start_s, "end_s": scene.end_s},
+            "source": {"uri": printable_uri(scene.uri), "video_id": scene.video_id, "start_s": scene.start_s, "end_s": scene.end_s},
             "fps": scene.fps,
             "num_frames": scene.num_frames,
             "width": scene.width,
@@ -246,6 +197,10 @@ class CaptionStage:
     """The VLM stage (transformers, openai): an actor holding one engine, a model copy or a client."""
 
     def __init__(self, config: CaptionerConfig, stand_in: bool = False) -> None:
+        import transformers
+
+        # A job log has no use for a progress bar per actor while weights load.
+        transformers.utils.logging.disable_progress_bar()
         if stand_in:
             from pipelines.models import ensure_stand_in_model
 
@@ -255,15 +210,21 @@ class CaptionStage:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = batch.to_dict("records")
         start = time.perf_counter()
-        scenes = [scene_from_dict(json.loads(row["scene"])) for row in rows]
+        scenes = [Scene.from_dict(json.loads(row["scene"])) for row in rows]
+        try:
+            results = self._caption(rows, scenes)
+        except Exception as exc:  # the batch's scenes fail with the reason; the job goes on
+            log.warning("captioning a batch of %d scenes failed: %s: %s", len(rows), type(exc).__name__, exc)
+            results = [CaptionResult(scene.key, error=f"caption: {type(exc).__name__}: {exc}") for scene in scenes]
+        per_scene = (time.perf_counter() - start) / max(1, len(rows))
+        return pd.DataFrame([outcome_row(r, s, res, per_scene) for r, s, res in zip(rows, scenes, results, strict=True)])
+
+    def _caption(self, rows: list[Row], scenes: list[Scene]) -> list[CaptionResult]:
         inputs = [SceneInput.from_scene(scene) for scene in scenes]
         if self.captioner.config.strategy == "joint":
             requests = [ChatRequest(**json.loads(row["request"])) for row in rows]
-            results = caption_joint(self.captioner, inputs, requests)
-        else:
-            results = self.captioner.caption(inputs)
-        per_scene = (time.perf_counter() - start) / max(1, len(rows))
-        return pd.DataFrame([outcome_row(r, s, res, per_scene) for r, s, res in zip(rows, scenes, results, strict=True)])
+            return caption_joint(self.captioner, inputs, requests)
+        return self.captioner.caption(inputs)
 
 
 def vllm_caption(scenes: Any, config: CaptionerConfig) -> Any:
@@ -289,11 +250,14 @@ def vllm_caption(scenes: Any, config: CaptionerConfig) -> Any:
 
     def judge(row: Row) -> Row:
         start = time.perf_counter()
-        scene = scene_from_dict(json.loads(row["scene"]))
+        scene = Scene.from_dict(json.loads(row["scene"]))
         if row["error"]:
             result = CaptionResult(row["key"], error=f"engine: vllm: {row['error']}", tries=1)
         else:
-            result = judge_answer(SceneInput.from_scene(scene), row["text"], config, info)
+            try:
+                result = judge_answer(SceneInput.from_scene(scene), row["text"], config, info)
+            except Exception as exc:
+                result = CaptionResult(row["key"], error=f"caption: {type(exc).__name__}: {exc}", tries=1)
         return outcome_row(row, scene, result, time.perf_counter() - start)
 
     engine = vllm_engine.VllmEngine(config.model, config.vllm)

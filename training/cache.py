@@ -21,6 +21,8 @@ import torch
 import webdataset as wds
 from safetensors.torch import save as save_safetensors
 
+from curation.files import atomic_path
+
 from .config import TrainConfig, load_config
 from .data import SampleDecoder, ShardStream, collate, expand_shards
 from .encoders import Encoders, load_encoders
@@ -48,9 +50,8 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
 def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int) -> int:
     """Encode every readable sample of one shard into ``out``, atomically; returns the count."""
     samples = iter(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False))
-    partial = out.with_name(out.name + ".partial")
     count = 0
-    with open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
+    with atomic_path(out) as partial, open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
         while chunk := [s for _, s in zip(range(batch_size), samples)]:
             batch = collate(chunk)
             batch["latents"] = encoders.encode_video(batch.pop("video"))
@@ -58,7 +59,6 @@ def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders,
             for i in range(len(chunk)):
                 writer.write(cache_sample(encoders, batch, i))
             count += len(chunk)
-    partial.replace(out)
     return count
 
 

@@ -137,11 +137,17 @@ def test_manifests_summary_and_shards_agree(job):
 
 
 def test_progress_and_summary_table_are_printed(job):
-    _, _, _, run = job
-    assert "Map(probe_stage)" in run.stderr and "MapBatches(CaptionStage)" in run.stderr
-    assert "captioned" in run.stderr
-    assert run.stdout.splitlines()[0].split() == ["stage", "seconds"]
+    _, good, bad, run = job
+    inputs = len(good) + len(bad)
+    progress = [line for line in run.stderr.splitlines() if "progress:" in line]
+    assert progress and f"{inputs}/{inputs} videos curated" in progress[-1]
+    # What a healthy run must not print: Ray Data's 20-line progress blocks, our filter's
+    # deprecation warning, a weight-loading bar per actor.
+    for noise in ("Running Dataset", "instead of 'fn'", "Loading weights"):
+        assert noise not in run.stderr
+    assert run.stdout.splitlines()[0].split() == ["stage", "this", "run", "(s)", "all", "runs", "(s)"]
     assert "inputs" in run.stdout and "shards" in run.stdout
+    assert f"this run: {inputs} videos curated ({len(bad)} failed)" in run.stdout
 
 
 def test_report_shows_every_scene_with_a_thumbnail_per_shot(job):
@@ -163,6 +169,8 @@ def test_a_broken_job_exits_non_zero(tmp_path, holocine_cache):
         job_command(str(tmp_path / "in"), tmp_path / "out", config, "--model", str(tmp_path / "no-such-model")),
         env=job_env(holocine_cache), capture_output=True, text=True, timeout=600,
     )
-    assert run.returncode != 0
-    assert "the job failed" in run.stderr
-    assert not (tmp_path / "out" / "summary.json").exists()
+    assert run.returncode == 1
+    # One line says why, before any video is curated; no Ray traceback.
+    errors = [line for line in run.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "no-such-model" in errors[0] and "Traceback" not in run.stderr
+    assert not (tmp_path / "out" / "work").exists() and not (tmp_path / "out" / "summary.json").exists()

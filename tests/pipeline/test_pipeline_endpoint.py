@@ -36,6 +36,14 @@ class SchemaServer:
             def log_message(self, *args) -> None:
                 pass
 
+            def do_GET(self) -> None:  # the model list every OpenAI-compatible server serves
+                payload = json.dumps({"object": "list", "data": [{"id": "served-vlm", "object": "model"}]}).encode()
+                self.send_response(200 if self.path.endswith("/models") else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.models.append(body["model"])

@@ -7,16 +7,19 @@ import json
 from pathlib import Path
 
 import fsspec
+import pandas as pd
 import pytest
 from pipeline_helpers import write_synthetic
 
+from curation.files import partial_path
 from curation.shards import read_shard
+from curation.types import Scene
 from pipelines.caption import plan_work, reason_of
 from pipelines.config import ShardConfig, load_config
 from pipelines.inputs import discover_inputs, stage_input, unstage
 from pipelines.packing import PackEntry, plan_shards, remove_stale, shard_task, write_planned_shard
 from pipelines.records import caption_record_path, write_json_atomic
-from pipelines.stages import clips_stage, frames_stage, probe_stage, shots_stage, video_row
+from pipelines.stages import CaptionStage, clips_stage, frames_stage, probe_stage, scene_row, shots_stage, video_row
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,18 @@ def test_inputs_from_a_folder_a_glob_and_a_uri(videos, monkeypatch):
     assert discover_inputs("synthetic_0.mp4") == [str(videos / "synthetic_0.mp4")]
     with pytest.raises(FileNotFoundError):
         discover_inputs(str(videos / "missing"))
+
+
+def test_existing_paths_with_glob_characters_are_taken_literally(tmp_path):
+    folder = tmp_path / "films [2020]"
+    write_synthetic(folder, 1)
+    clip = folder / "clip [1080p].mp4"
+    (folder / "synthetic_0.mp4").rename(clip)
+    assert discover_inputs(str(folder)) == [str(clip)]
+    assert discover_inputs(str(clip)) == [str(clip)]
+    assert discover_inputs(f"file://{folder}") == [f"file://{clip}"]
+    # A path that does not exist is still a pattern.
+    assert discover_inputs(str(tmp_path / "films ?2020?" / "*.mp4")) == [str(clip)]
 
 
 def test_remote_inputs_are_staged_and_removed(videos, tmp_path):
@@ -120,7 +135,7 @@ def test_packing_rewrites_only_changed_shards_and_drops_stale_ones(videos, tmp_p
     write_json_atomic(record, data)
     third = [write_planned_shard(shard_task(i, e), out) for i, e in enumerate(plan)]
     assert [r["written"] for r in third] == [False] * (len(plan) - 1) + [True]
-    (tmp_path / "shards" / "shard-000000.tar.partial").write_bytes(b"half a tar")
+    partial_path(tmp_path / "shards" / "shard-000000.tar").write_bytes(b"half a tar")
     remove_stale(out, 1)
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.tar"]
 
@@ -139,13 +154,45 @@ def test_resume_plan_skips_recorded_work(videos, tmp_path):
     assert [s.key for s in plan_work(out, [uri], retry_failed=True).to_caption] == keys
     # The frames stage builds the VLM request from the clip on disk.
     scene_row = {"key": keys[1], "video_id": row["video_id"], "scene": json.dumps(json.loads(row["record"])["scenes"][1])}
-    framed = frames_stage(scene_row, out, config.captioning)
+    (framed,) = frames_stage(scene_row, out, config.captioning)
     request = json.loads(framed["request"])
     images = [p for m in request["messages"] for p in m["content"] if isinstance(p, dict) and p["type"] == "image_url"]
-    assert framed["usable"] and len(images) == config.captioning.frames_per_shot * len(json.loads(scene_row["scene"])["shots"])
+    assert len(images) == config.captioning.frames_per_shot * len(json.loads(scene_row["scene"])["shots"])
 
 
 def test_failure_reasons_group_by_kind():
     assert reason_of("not a readable media file (Invalid data found)") == "not a readable media file"
     assert reason_of("too short: 1 frame(s), at least 8 needed") == "too short"
     assert reason_of("empty file (0 bytes)") == "empty file"
+
+
+@pytest.mark.parametrize(("stage", "target"), [("probe", "probe_video"), ("shots", "detect_shots"), ("clips", "cut_clips")])
+def test_a_stage_exception_becomes_the_videos_failure_row(videos, tmp_path, monkeypatch, stage, target):
+    import curation.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(curation.run, target, broken)
+    out = str(tmp_path)
+    config = load_config(None, ["curation.clips.width=160", "curation.clips.height=96"])
+    row = video_row(str(videos / "synthetic_0.mp4"))
+    row = clips_stage(shots_stage(probe_stage(row, out, config.curation), config.curation), out, config.curation)
+    # The record is published with the reason, so the job's summary lists it and a rerun skips it.
+    record = json.loads((tmp_path / "work" / "videos" / f"{row['video_id']}.json").read_text())
+    assert record["info"]["status"] == "failed" and record["info"]["error"] == f"{stage} failed: RuntimeError: boom"
+
+
+def test_a_captioning_exception_fails_the_batchs_scenes(videos, tmp_path, holocine_cache):
+    out = str(tmp_path)
+    config = load_config(None, ["curation.clips.width=160", "curation.clips.height=96", "curation.scenes.tiers={3s: 49}"])
+    config.captioning.model = str(holocine_cache / "tiny-vlm")
+    row = clips_stage(shots_stage(probe_stage(video_row(str(videos / "synthetic_0.mp4")), out, config.curation),
+                                  config.curation), out, config.curation)
+    scenes = [scene_row(Scene.from_dict(s)) for s in json.loads(row["record"])["scenes"]]
+    framed = [r for s in scenes for r in frames_stage(s, out, config.captioning)]
+    stage = CaptionStage(config.captioning)
+    stage.captioner.engine.generate = lambda requests: 1 / 0  # a fault no real engine makes on demand
+    outcome = stage(pd.DataFrame(framed))
+    assert list(outcome["key"]) == [s["key"] for s in scenes]
+    assert all(outcome["sample"] == "") and all(outcome["error"] == "caption: ZeroDivisionError: division by zero")
