@@ -71,29 +71,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    defaults = CurationConfig()
+    config_help = "curation YAML config, keys as in curation/config.py (default: none, the built-in defaults)"
     parser = argparse.ArgumentParser(prog="python -m curation", description=__doc__)
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-level", default="WARNING", help="logging level, e.g. INFO or DEBUG (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     shots = sub.add_parser("shots", help="detect the shots of one video and print them as JSON")
-    shots.add_argument("video")
-    shots.add_argument("--detector", choices=["adaptive", "content"])
-    shots.add_argument("--config", help="curation YAML config")
+    shots.add_argument("video", help="the video file")
+    shots.add_argument(
+        "--detector",
+        choices=["adaptive", "content"],
+        help="hard-cut detector: PySceneDetect's AdaptiveDetector or ContentDetector "
+        f"(default: the config's detect.detector, else {defaults.detect.detector})",
+    )
+    shots.add_argument("--config", help=config_help)
     shots.set_defaults(func=cmd_shots)
 
     scenes = sub.add_parser("scenes", help="probe -> shots -> filters -> scenes -> clips for a folder")
-    scenes.add_argument("input_dir")
-    scenes.add_argument("output_dir")
-    scenes.add_argument("--config", help="curation YAML config")
-    scenes.add_argument("--width", type=int, help="clip width (default 832)")
-    scenes.add_argument("--height", type=int, help="clip height (default 480)")
+    scenes.add_argument("input_dir", help="folder of source videos")
+    scenes.add_argument("output_dir", help="folder for clips/ and manifests/ (created)")
+    scenes.add_argument("--config", help=config_help)
+    scenes.add_argument(
+        "--width", type=int, help=f"clip width in pixels (default: the config's clips.width, else {defaults.clips.width})"
+    )
+    scenes.add_argument(
+        "--height", type=int, help=f"clip height in pixels (default: the config's clips.height, else {defaults.clips.height})"
+    )
     scenes.set_defaults(func=cmd_scenes)
 
     sample = sub.add_parser("sample", help="write synthetic multi-shot sample videos")
-    sample.add_argument("output_dir")
-    sample.add_argument("--count", type=int, default=3)
-    sample.add_argument("--width", type=int, default=854)
-    sample.add_argument("--height", type=int, default=480)
+    sample.add_argument("output_dir", help="folder to write sample_NN.mp4 to (created)")
+    sample.add_argument("--count", type=int, default=3, help="number of videos (default: %(default)s)")
+    sample.add_argument("--width", type=int, default=854, help="frame width in pixels (default: %(default)s)")
+    sample.add_argument("--height", type=int, default=480, help="frame height in pixels (default: %(default)s)")
     sample.set_defaults(func=cmd_sample)
 
     args = parser.parse_args(argv)
