@@ -398,8 +398,7 @@ def run(
     )
     # Temporary files and staged copies of a killed run (its stragglers, if any, write under
     # other names and fail harmlessly when theirs are gone).
-    remove_partials(Path(output) / "clips")
-    remove_partials(work_dir(output))
+    remove_partials(output)
     shutil.rmtree(work_dir(output) / "staging", ignore_errors=True)
     started_ray = init_ray(address, num_cpus)
     try:

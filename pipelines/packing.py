@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from curation.files import remove_partials
 from curation.shards import SampleMeta, shard_name, write_shard
 from pipelines.config import ShardConfig
 from pipelines.records import caption_record_path, read_json, work_dir, write_json_atomic
@@ -92,9 +91,8 @@ def write_planned_shard(row: dict[str, Any], output: str) -> dict[str, Any]:
 
 
 def remove_stale(output: str | Path, num_shards: int) -> None:
-    """Drop partial tars left by a killed run and shards past the plan's end."""
+    """Drop shards past the plan's end (the run's start already removed a killed run's partial tars)."""
     folder = Path(output) / "shards"
-    remove_partials(folder)
     for tar in folder.glob("shard-*.tar"):
         index = int(tar.stem.split("-")[1])
         if index >= num_shards:

@@ -23,6 +23,7 @@ from pipeline_helpers import (
     write_synthetic,
 )
 
+from curation.files import is_partial
 from curation.manifests import read_manifest
 from curation.shards import SHOT_CUT, SampleMeta
 
@@ -133,7 +134,7 @@ def test_manifests_summary_and_shards_agree(job):
     duration = sum(m.num_frames / m.fps for m, _, _ in samples.values()) / 3600
     assert summary["hours_out"] == pytest.approx(duration)
     assert summary["hours_in"] > 0 and summary["this_run"]["wall_time_s"] > 0
-    assert not list((out / "shards").glob("*.partial")) and not (out / "work" / "staging").exists()
+    assert not [p for p in out.rglob("*") if is_partial(p)] and not (out / "work" / "staging").exists()
 
 
 def test_progress_and_summary_table_are_printed(job):

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from pipeline_helpers import write_synthetic
 
-from curation.files import partial_path
 from curation.shards import read_shard
 from curation.types import Scene
 from pipelines.caption import plan_work, reason_of
@@ -63,7 +62,7 @@ def test_remote_inputs_are_staged_and_removed(videos, tmp_path):
         handle.write(data)
     assert discover_inputs("memory://bucket/") == ["memory:///bucket/clip.mp4"]
     local = stage_input("memory://bucket/clip.mp4", tmp_path)
-    assert Path(local).read_bytes() == data and not list(tmp_path.glob("*.partial"))
+    assert Path(local).read_bytes() == data and list(tmp_path.iterdir()) == [Path(local)]
     unstage("memory://bucket/clip.mp4", local)
     assert not Path(local).exists()
     # A local input is read in place and never deleted.
@@ -135,7 +134,6 @@ def test_packing_rewrites_only_changed_shards_and_drops_stale_ones(videos, tmp_p
     write_json_atomic(record, data)
     third = [write_planned_shard(shard_task(i, e), out) for i, e in enumerate(plan)]
     assert [r["written"] for r in third] == [False] * (len(plan) - 1) + [True]
-    partial_path(tmp_path / "shards" / "shard-000000.tar").write_bytes(b"half a tar")
     remove_stale(out, 1)
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.tar"]
 

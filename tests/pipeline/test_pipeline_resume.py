@@ -18,6 +18,7 @@ from pipeline_helpers import SMALL_CONFIG, job_command, job_env, kill_tree, read
 
 from curation.config import CurationConfig
 from curation.manifests import read_manifest
+from curation.files import is_partial
 from curation.run import curate_video
 
 # Where to kill: the first moment the output shows each kind of work under way.
@@ -100,7 +101,7 @@ def test_every_expected_scene_is_in_the_shards_exactly_once(resumed, tmp_path):
     }
     assert got == expected
     assert all(scenes[key]["uri"].startswith("file://") for key in samples)
-    assert not list((out / "shards").glob("*.partial"))
+    assert not [p for p in out.rglob("*") if is_partial(p)], "no temporary file is left behind"
     assert not (out / "work" / "staging").exists(), "staged copies of remote inputs are removed"
 
 
@@ -109,5 +110,7 @@ def test_a_rerun_of_a_finished_job_redoes_nothing(resumed):
     after = json.loads((out / "summary.json").read_text())
     assert after["this_run"]["videos_curated"] == 0
     assert after["this_run"]["scenes_captioned"] == 0 and after["this_run"]["shards_written"] == 0
+    # The summary keeps every run's stage seconds apart from this run's, which did no work.
+    assert after["this_run"]["stage_seconds"] == {} and after["stage_seconds"] == summary["stage_seconds"]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.tar")} == shard_times
     assert after["samples"] == summary["samples"] and after["shards"] == summary["shards"]
