@@ -57,7 +57,9 @@ def ffmpeg_reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
-def decode_video(container: av.container.InputContainer, stream: av.video.stream.VideoStream, report: DecodeReport) -> Iterator[av.VideoFrame]:
+def decode_video(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, report: DecodeReport
+) -> Iterator[av.VideoFrame]:
     """Every frame FFmpeg can decode, in decode order, past damaged data, as the ffmpeg command
     does: a packet the decoder rejects is skipped and logged and decoding goes on; a demuxer
     error (a truncated file) ends the pass. Numbering stays FFmpeg's: the i-th frame output."""

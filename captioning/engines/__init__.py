@@ -35,7 +35,9 @@ def check_engine(config: "CaptionerConfig") -> None:
     """Fail fast, before any work, when the model or server cannot serve: a local model must be a
     model directory (or a name in the Hugging Face cache), a server must answer and list the model."""
     if not config.model:
-        raise EngineUnavailable("no model: name a model directory (--model DIR) or a served model (--endpoint URL --model NAME)")
+        raise EngineUnavailable(
+            "no model: name a model directory (--model DIR) or a served model (--endpoint URL --model NAME)"
+        )
     if config.engine == "openai":
         _check_server(config.openai.base_url, config.model, config.openai.api_key_env)
     else:
