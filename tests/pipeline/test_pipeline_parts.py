@@ -194,3 +194,23 @@ def test_a_captioning_exception_fails_the_batchs_scenes(videos, tmp_path, holoci
     outcome = stage(pd.DataFrame(framed))
     assert list(outcome["key"]) == [s["key"] for s in scenes]
     assert all(outcome["sample"] == "") and all(outcome["error"] == "caption: ZeroDivisionError: division by zero")
+
+
+def test_inputs_in_an_s3_bucket_are_listed_staged_and_removed(videos, tmp_path, s3_server, s3_bucket):
+    # The same layout as the local folder: a video at the top, one under a prefix, a file that is no video.
+    fs = fsspec.filesystem("s3")
+    for name in ("synthetic_0.mp4", "nested/synthetic_0.mp4", "notes.txt"):
+        fs.put_file(str(videos / name), f"{s3_bucket}/{name}")
+    root = f"s3://{s3_bucket}"
+    assert discover_inputs(f"{root}/") == [f"{root}/nested/synthetic_0.mp4", f"{root}/synthetic_0.mp4"]
+    assert discover_inputs(f"{root}/*.mp4") == [f"{root}/synthetic_0.mp4"]
+    staging = tmp_path / "staging"
+    local = stage_input(f"{root}/synthetic_0.mp4", staging)
+    assert Path(local).read_bytes() == (videos / "synthetic_0.mp4").read_bytes()
+    assert list(staging.iterdir()) == [Path(local)]
+    # The bytes came over HTTP from the server.
+    assert ("GET", f"/{s3_bucket}/synthetic_0.mp4") in s3_server.requests(s3_bucket)
+    unstage(f"{root}/synthetic_0.mp4", local)
+    assert not Path(local).exists()
+    with pytest.raises(FileNotFoundError):
+        discover_inputs(f"{root}/missing.mp4")

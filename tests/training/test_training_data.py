@@ -136,3 +136,32 @@ def test_uris_outside_webdataset_are_read_through_fsspec(shards, decoder):
     assert urls == ["memory:///remote/shard-000000.tar", "memory:///remote/shard-000001.tar"]
     keys = keys_of(ShardStream(urls, decoder, shuffle_shards=False), 0, 8)
     assert keys == [f"clip-{i:04d}" for i in range(8)]
+
+
+def test_shards_in_s3_yield_the_samples_of_local_disk(shards, decoder, s3_server, s3_bucket):
+    import fsspec
+
+    local = expand_shards([f"{shards}/shard-*.tar"])
+    fs = fsspec.filesystem("s3")
+    for path in local:
+        fs.put_file(path, f"{s3_bucket}/{Path(path).name}")
+    remote = expand_shards([f"s3://{s3_bucket}/*.tar"])
+    assert remote == [f"s3://{s3_bucket}/{Path(path).name}" for path in local]
+
+    # As the trainer reads them: two loader workers (forked after s3fs was used here), 12 samples.
+    def batches(urls: list[str]) -> list[dict]:
+        iterator = BatchIterator(ShardStream(urls, decoder, shuffle_shards=False), batch_size=1, num_workers=2)
+        return [next(iterator) for _ in range(12)]
+
+    from_disk, from_s3 = batches(local), batches(remote)
+    assert [b["keys"] for b in from_s3] == [b["keys"] for b in from_disk] == [[f"clip-{i:04d}"] for i in range(12)]
+    for s3_batch, disk_batch in zip(from_s3, from_disk):
+        assert all(torch.equal(a, b) for a, b in zip(_batch_tensors(s3_batch), _batch_tensors(disk_batch)))
+    # Every shard was fetched from the server.
+    fetched = {target for method, target in s3_server.requests(s3_bucket) if method == "GET"}
+    assert {f"/{s3_bucket}/{Path(path).name}" for path in local} <= fetched
+
+
+def _batch_tensors(batch: dict) -> list[torch.Tensor]:
+    layout = batch["layout"]
+    return [batch["video"], batch["input_ids"], batch["attention_mask"], layout.shot_ids, layout.global_spans, layout.shot_spans]
