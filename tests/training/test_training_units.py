@@ -55,6 +55,15 @@ def test_noising_is_wan_flow_matching_and_a_function_of_the_sample():
     assert torch.equal(again[0][0], x_t[1])
 
 
+def test_every_sample_index_draws_its_own_noise_validation_included():
+    # Validation uses indices -1, -2, ...: CPython's hash(-1) == hash(-2) once gave the first two the same draw.
+    flow = FlowMatching(FlowConfig(shift=5.0), seed=0)
+    draws = {g: flow.draw(g, (8,)) for g in range(-20, 20)}
+    assert len({float(sigma) for sigma, _ in draws.values()}) == len(draws)
+    assert not torch.equal(draws[-1][1], draws[-2][1])
+    assert not torch.equal(FlowMatching(FlowConfig(shift=5.0), seed=1).draw(-1, (8,))[1], draws[-1][1])
+
+
 def test_lr_schedule_warms_up_then_decays():
     from training.config import OptimConfig
 
