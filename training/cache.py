@@ -21,7 +21,7 @@ import torch
 import webdataset as wds
 from safetensors.torch import save as save_safetensors
 
-from .config import TrainConfig, load_config
+from .config import TrainConfig, add_config_arguments, argument_parser, load_config
 from .data import SampleDecoder, ShardStream, collate, expand_shards
 from .encoders import Encoders, load_encoders
 from .parallel import init_world
@@ -77,15 +77,19 @@ def run(config: TrainConfig, out: Path) -> None:
         log.info("cached %d samples of %s", count, url)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argument_parser("python -m training.cache", __doc__)
+    add_config_arguments(parser, "training config whose data and encoders sections are used (shards, bucket, "
+                                 "text_len, batch_size, encoder weights)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="folder for the cache shards, one per source shard and of the same name (required)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="the training config whose data and encoders sections to use")
-    parser.add_argument("--out", required=True, help="folder for the cache shards")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(load_config(args.config, args.overrides), Path(args.out))
+    run(load_config(args.config, args.overrides), args.out)
 
 
 if __name__ == "__main__":

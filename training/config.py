@@ -7,6 +7,7 @@ as YAML scalars, so ``data.bucket=[81,480,832]`` and ``lora.enabled=true`` work.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,3 +143,18 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return build_config(TrainConfig, values)
 
+
+
+def argument_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """A parser for one of the training commands, with its module docstring as the description."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """``--config FILE`` and ``KEY=VALUE`` overrides; parse with ``parse_intermixed_args`` so that
+    overrides may stand before, between and after the flags."""
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"{config_help} (default: none, TrainConfig's defaults in training/config.py)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config values by dotted path, applied over --config, e.g. optim.lr=1e-5 "
+                             "data.bucket=[33,64,64] (default: none)")

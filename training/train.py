@@ -30,7 +30,7 @@ from torch.distributed.tensor import DTensor
 from holocine_model import FlowEulerSampler, ShotLayout, WanDiT, get_config, load_checkpoint
 
 from . import checkpointing
-from .config import OptimConfig, TrainConfig, config_to_dict, load_config
+from .config import OptimConfig, TrainConfig, add_config_arguments, argument_parser, config_to_dict, load_config
 from .data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards, fixed_batches, is_latent_cache
 from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
@@ -208,14 +208,20 @@ def sample_video(runner: Step, batch: dict, config: TrainConfig, path: Path, wor
         write_mp4(path, runner.encoders.decode_latents(out)[0])
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argument_parser("python -m training.train", __doc__)
+    add_config_arguments(parser, "YAML training config, e.g. training/configs/tiny.yaml")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in OUTPUT from OUTPUT/checkpoints/latest, or start at step 0 "
+                             "if it has none (default: off)")
+    parser.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                        help="run under Ray Train with N workers, one per GPU (default: 0, run in this process "
+                             "or as torchrun started it)")
+    return parser
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/latest")
-    parser.add_argument("--ray-workers", type=int, default=0, help="run under Ray Train with N workers (one per GPU)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-5")
-    return parser.parse_args(argv)
+    return build_parser().parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
