@@ -90,7 +90,13 @@ class LoRAConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 500
+    # The newest checkpoints (by step) kept; older ones are deleted as each new one is saved.
+    keep: int = 2
     export_layout: str = "wan"  # safetensors layout written at the end: "wan" (DiffSynth / HoloCine) or "diffusers"
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ValueError(f"checkpoint.keep must be at least 1, got {self.keep}")
 
 
 @dataclass

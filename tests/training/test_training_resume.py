@@ -1,10 +1,18 @@
-"""A run SIGKILLed in the middle of a step and resumed logs the same losses as an uninterrupted one."""
+"""A run SIGKILLed in the middle of a step and resumed logs the same losses as an uninterrupted one;
+a new run never mixes its checkpoints with an earlier run's."""
 
 from __future__ import annotations
 
 import signal
 
-from training_helpers import losses, read_metrics, train
+import pytest
+import torch
+from training_helpers import TINY_CONFIG, losses, read_metrics, train
+
+from holocine_model import WanDiT, get_config
+from training import checkpointing
+from training.data import Position
+from training.train import main
 
 # Two loader workers and a shuffle buffer: the resumed stream must pick up mid-epoch, worker order included.
 SETTINGS = ("optim.max_steps=8", "checkpoint.every=3", "validation.every=4", "data.num_workers=2", "data.shuffle_buffer=5")
@@ -27,3 +35,44 @@ def test_killed_run_resumes_with_the_same_losses(shards, tmp_path):
         for key in ("loss", "val_loss", "grad_norm", "lr"):
             if key in a:
                 assert abs(a[key] - b[key]) <= 1e-6 * abs(a[key]), (a, b)
+
+
+def test_a_new_run_refuses_an_earlier_runs_output_unless_told_to_start_over(shards, tmp_path):
+    out, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    args = ["--config", str(TINY_CONFIG), f"output={out}", f"data.shards=[{shards}/shard-*.tar]", "validation.every=0"]
+
+    def saved() -> tuple[str, list[str]]:
+        return (checkpoints / "latest").read_text(), sorted(p.name for p in checkpoints.glob("step-*"))
+
+    main([*args, "optim.max_steps=4", "checkpoint.every=2"])
+    assert saved() == ("step-00000004", ["step-00000002", "step-00000004"])
+    # Such a run once deleted its own step-1 (the earlier run's step-4 sorted after it) and left
+    # `latest` naming it, so the next --resume crashed.
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        main([*args, "optim.max_steps=3", "checkpoint.every=1"])
+    assert saved() == ("step-00000004", ["step-00000002", "step-00000004"]) and set(losses(out)) == {1, 2, 3, 4}
+
+    main([*args, "--overwrite", "optim.max_steps=3", "checkpoint.every=1", "checkpoint.keep=2"])
+    assert saved() == ("step-00000003", ["step-00000002", "step-00000003"]) and set(losses(out)) == {1, 2, 3}
+    # --resume anywhere among the overrides.
+    main(["--resume", "optim.max_steps=5", *args, "checkpoint.every=1", "checkpoint.keep=3"])
+    assert saved() == ("step-00000005", ["step-00000003", "step-00000004", "step-00000005"])
+    assert set(losses(out)) == {1, 2, 3, 4, 5}
+
+
+def test_retention_keeps_the_newest_checkpoints_by_step_number(tmp_path):
+    model = WanDiT(get_config("tiny"))
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def save(step: int, keep: int) -> tuple[str, list[str]]:
+        checkpointing.save(tmp_path, step, model, optimizer, scheduler, Position(), 0, keep)
+        return (tmp_path / "latest").read_text(), sorted(p.name for p in tmp_path.glob("step-*"))
+
+    for step in (99_999_999, 100_000_000):
+        save(step, keep=2)
+    # By name, step-99999999 sorts last and step-100000000 would go.
+    assert save(100_000_001, keep=2) == ("step-100000001", ["step-100000000", "step-100000001"])
+    # Folders past the step saved are what a run killed while saving leaves (this run resumed before
+    # them): they go, not the checkpoint `latest` names.
+    assert save(99_999_999, keep=1) == ("step-99999999", ["step-99999999"])
