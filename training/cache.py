@@ -22,7 +22,7 @@ import webdataset as wds
 from safetensors.torch import save as save_safetensors
 
 from .config import TrainConfig, add_config_arguments, argument_parser, load_config
-from .data import SampleDecoder, ShardStream, collate, expand_shards
+from .data import SampleDecoder, ShardStream, SkipGuard, collate, decoded, expand_shards
 from .encoders import Encoders, load_encoders
 from .parallel import init_world
 from .prompt import PromptTokenizer
@@ -45,9 +45,10 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
     return {"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": save_safetensors(tensors)}
 
 
-def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int) -> int:
+def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
+                guard: SkipGuard) -> int:
     """Encode every readable sample of one shard into ``out``, atomically; returns the count."""
-    samples = iter(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False))
+    samples = decoded(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
     partial = out.with_name(out.name + ".partial")
     count = 0
     with open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
@@ -69,11 +70,12 @@ def run(config: TrainConfig, out: Path) -> None:
     encoders = load_encoders(config.encoders.source, world.device, dtype)
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(encoders.tokenizer, config.data.text_len))
     urls = expand_shards(config.data.shards)
+    guard = SkipGuard.from_config(config.data)
     for i, url in enumerate(urls):
         if i % world.size != world.rank:
             continue
         name = Path(url.rsplit("/", 1)[-1]).name
-        count = cache_shard(url, out / name, decoder, encoders, config.data.batch_size)
+        count = cache_shard(url, out / name, decoder, encoders, config.data.batch_size, guard)
         log.info("cached %d samples of %s", count, url)
 
 

@@ -29,6 +29,16 @@ class DataConfig:
     shuffle_shards: bool = True
     shuffle_buffer: int = 64  # samples; 0 or 1 keeps stream order
     text_len: int = 512
+    # A sample that fails to decode is skipped; the run stops when more than `max_skipped_fraction` of
+    # the last `skip_window` samples of a rank's stream were (broken data, or a bucket or text_len most
+    # samples do not fit). Below 1, so that a stream of which no sample decodes cannot loop forever.
+    skip_window: int = 100
+    max_skipped_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.skip_window < 1 or not 0 <= self.max_skipped_fraction < 1:
+            raise ValueError("need data.skip_window >= 1 and 0 <= data.max_skipped_fraction < 1, got "
+                             f"{self.skip_window} and {self.max_skipped_fraction}")
 
 
 @dataclass

@@ -32,7 +32,16 @@ from holocine_model import FlowEulerSampler, ShotLayout, WanDiT, get_config, loa
 
 from . import checkpointing
 from .config import OptimConfig, TrainConfig, add_config_arguments, argument_parser, config_to_dict, load_config
-from .data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards, fixed_batches, is_latent_cache
+from .data import (
+    BatchIterator,
+    Position,
+    SampleDecoder,
+    ShardStream,
+    SkipGuard,
+    expand_shards,
+    fixed_batches,
+    is_latent_cache,
+)
 from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
 from .lora import apply_lora
@@ -161,8 +170,13 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(tokenizer, config.data.text_len))
     stream = ShardStream(urls, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
                          config.data.shuffle_buffer, resume_after=position)
-    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skipped)
-    val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples) if config.validation.every else []
+    # The skip window starts empty on resume; the count goes on.
+    skips = SkipGuard.from_config(config.data, skipped)
+    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips)
+    val_batches = []
+    if config.validation.every:
+        val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples,
+                                    SkipGuard.from_config(config.data))
 
     runner = Step(model, encoders, FlowMatching(config.flow, config.seed), world.device, autocast=bf16 and not world.distributed)
     metrics = MetricsLogger(output, world.is_main, step, config.optim.max_steps)
@@ -187,7 +201,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             if isinstance(grad_norm, DTensor):
                 grad_norm = grad_norm.full_tensor()
             values = {"loss": all_mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
-                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(batches.skipped)}
+                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(skips.skipped)}
             # .item() above synchronises the device, so this is the wall time of the steps since the last log.
             now = time.perf_counter()
             values["step_s"] = (now - last_log) / config.log_every
@@ -201,7 +215,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
                 sample_video(runner, val_batches[0], config, output / "samples" / f"step-{step:08d}.mp4", world)
             last_log = time.perf_counter()
         if step % config.checkpoint.every == 0 or step == config.optim.max_steps:
-            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, batches.skipped,
+            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, skips.skipped,
                                config.checkpoint.keep)
             last_log = time.perf_counter()  # step_s times training, not saving
         metrics.advance()

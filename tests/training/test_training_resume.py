@@ -14,13 +14,16 @@ from training import checkpointing
 from training.data import Position
 from training.train import main
 
-# Two loader workers and a shuffle buffer: the resumed stream must pick up mid-epoch, worker order included.
+# Two loader workers and a shuffle buffer: the resumed stream must pick up mid-epoch, worker order and
+# the samples skipped before the checkpoint included.
 SETTINGS = ("optim.max_steps=8", "checkpoint.every=3", "validation.every=4", "data.num_workers=2", "data.shuffle_buffer=5")
 
 
-def test_killed_run_resumes_with_the_same_losses(shards, tmp_path):
-    pattern = f"{shards}/shard-*.tar"
+def test_killed_run_resumes_with_the_same_losses(corrupt_shards, tmp_path):
+    pattern = f"{corrupt_shards}/shard-*.tar"
     train(tmp_path / "straight", pattern, *SETTINGS)
+    skipped = {r["step"]: r["skipped"] for r in read_metrics(tmp_path / "straight") if "skipped" in r}
+    assert skipped[6] == 1, "the corrupt sample comes before the checkpoint the killed run resumes from"
 
     killed = train(tmp_path / "killed", pattern, *SETTINGS, "kill_in_step=7", check=False)
     assert killed.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
@@ -31,7 +34,7 @@ def test_killed_run_resumes_with_the_same_losses(shards, tmp_path):
     straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "killed")
     assert [r["step"] for r in resumed] == [r["step"] for r in straight]
     for a, b in zip(straight, resumed):
-        assert a.keys() == b.keys()
+        assert a.keys() == b.keys() and a.get("skipped") == b.get("skipped")
         for key in ("loss", "val_loss", "grad_norm", "lr"):
             if key in a:
                 assert abs(a[key] - b[key]) <= 1e-6 * abs(a[key]), (a, b)
