@@ -12,9 +12,8 @@ from training.train import main
 
 def test_overfits_pipeline_shards_and_writes_every_output(pipeline_shards, tmp_path):
     out = tmp_path / "run"
-    # Bucket = the pipeline's 33-frame tier. The stand-in captioner writes random text up to its caps
-    # (global 100, shots 60, four 40-character descriptions): 512 tiny tokens hold any such prompt.
-    train(out, f"{pipeline_shards}/shard-*.tar", "data.bucket=[33,32,32]", "data.text_len=512", "validation.every=25")
+    # Bucket = the pipeline's 33-frame tier; the tiny config's text_len holds the stand-in captioner's prompts.
+    train(out, f"{pipeline_shards}/shard-*.tar", "data.bucket=[33,32,32]", "validation.every=25")
     rows = read_metrics(out)
     val = {row["step"]: row["val_loss"] for row in rows if "val_loss" in row}
     assert sorted(val) == [0, 25, 50]
