@@ -332,13 +332,13 @@ def fixed_batches(urls: list[str], decode: Callable[[dict], dict], batch_size: i
 
 class BatchIterator:
     """Batches of ``batch_size`` consecutive samples of this rank's stream, with the resume position;
-    the stream's skipped samples go to ``guard``."""
+    the stream's skipped samples go to ``guard`` (by default one with DataConfig's window and threshold)."""
 
-    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int, guard: SkipGuard) -> None:
+    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int, guard: SkipGuard | None = None) -> None:
         self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
                                  persistent_workers=False, prefetch_factor=4 if num_workers else None)
         self.batch_size = batch_size
-        self.guard = guard
+        self.guard = guard or SkipGuard.from_config(DataConfig())
         self.position = stream.resume_after
         self._it = iter(self.loader)
 

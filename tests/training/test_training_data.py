@@ -26,7 +26,7 @@ def decoder() -> SampleDecoder:
 
 
 def batches_of(stream: ShardStream, workers: int, guard: SkipGuard | None = None) -> BatchIterator:
-    return BatchIterator(stream, batch_size=1, num_workers=workers, guard=guard or SkipGuard(100, 0.5))
+    return BatchIterator(stream, batch_size=1, num_workers=workers, guard=guard)
 
 
 def keys_of(stream: ShardStream, workers: int, count: int) -> list[str]:
