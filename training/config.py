@@ -160,7 +160,6 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return build_config(TrainConfig, values)
 
 
-
 def argument_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """A parser for one of the training commands, with its module docstring as the description."""
     return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

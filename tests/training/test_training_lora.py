@@ -33,7 +33,8 @@ def base_plus_delta(output: Path) -> dict[str, torch.Tensor]:
     adapters = [name.removesuffix(LORA_A) for name in trained if name.endswith(LORA_A)]
     assert len(adapters) == 10 * get_config("tiny").num_layers  # q, k, v, o of both attentions, 2 FFN layers
     for module in adapters:
-        delta = config.lora.alpha / config.lora.rank * trained[f"{module}.lora_B.default.weight"] @ trained[module + LORA_A]
+        b, a = trained[f"{module}.lora_B.default.weight"], trained[module + LORA_A]
+        delta = config.lora.alpha / config.lora.rank * b @ a
         assert delta.abs().max() > 1e-4, f"{module} was not trained"
         expected[f"{module}.weight"] = expected[f"{module}.weight"] + delta
     return expected

@@ -92,7 +92,8 @@ def test_config_overrides_and_unknown_keys():
 
 
 def test_flags_and_overrides_may_be_interleaved():
-    args = parse_args(["--resume", "optim.max_steps=80", "--config", "c.yaml", "output=o", "--ray-workers", "2", "seed=1"])
+    args = parse_args(["--resume", "optim.max_steps=80", "--config", "c.yaml", "output=o", "--ray-workers", "2",
+                       "seed=1"])
     assert args.resume and args.config == "c.yaml" and args.ray_workers == 2
     assert args.overrides == ["optim.max_steps=80", "output=o", "seed=1"]
 
