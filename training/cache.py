@@ -23,8 +23,8 @@ from safetensors.torch import save as save_safetensors
 
 from curation.files import atomic_path
 
-from .config import TrainConfig, load_config
-from .data import SampleDecoder, ShardStream, collate, expand_shards
+from .config import TrainConfig, add_config_arguments, argument_parser, load_config
+from .data import SampleDecoder, ShardStream, SkipGuard, collate, decoded, expand_shards
 from .encoders import Encoders, load_encoders
 from .parallel import init_world
 from .prompt import PromptTokenizer
@@ -47,9 +47,10 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
     return {"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": save_safetensors(tensors)}
 
 
-def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int) -> int:
+def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
+                guard: SkipGuard) -> int:
     """Encode every readable sample of one shard into ``out``, atomically; returns the count."""
-    samples = iter(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False))
+    samples = decoded(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
     count = 0
     with atomic_path(out) as partial, open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
         while chunk := [s for _, s in zip(range(batch_size), samples)]:
@@ -69,23 +70,28 @@ def run(config: TrainConfig, out: Path) -> None:
     encoders = load_encoders(config.encoders.source, world.device, dtype)
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(encoders.tokenizer, config.data.text_len))
     urls = expand_shards(config.data.shards)
+    guard = SkipGuard.from_config(config.data)
     for i, url in enumerate(urls):
         if i % world.size != world.rank:
             continue
         name = Path(url.rsplit("/", 1)[-1]).name
-        count = cache_shard(url, out / name, decoder, encoders, config.data.batch_size)
+        count = cache_shard(url, out / name, decoder, encoders, config.data.batch_size, guard)
         log.info("cached %d samples of %s", count, url)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argument_parser("python -m training.cache", __doc__)
+    add_config_arguments(parser, "training config whose data and encoders sections are used (shards, bucket, "
+                                 "text_len, batch_size, encoder weights)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="folder for the cache shards, one per source shard and of the same name (required)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="the training config whose data and encoders sections to use")
-    parser.add_argument("--out", required=True, help="folder for the cache shards")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(load_config(args.config, args.overrides), Path(args.out))
+    run(load_config(args.config, args.overrides), args.out)
 
 
 if __name__ == "__main__":

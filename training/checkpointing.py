@@ -29,6 +29,7 @@ from holocine_model import save_checkpoint
 from .config import LoRAConfig
 from .data import Position
 from .lora import merge_lora
+from .parallel import barrier
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,22 @@ def _dcp(fn, state: dict, folder: Path) -> None:
         fn(state, checkpoint_id=str(folder), no_dist=single)
 
 
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+def _step(folder: Path) -> int:
+    return int(folder.name.removeprefix("step-"))
 
 
-def save(root: Path, step: int, model, optimizer, scheduler, position: Position, skipped: int, keep: int = 2) -> Path:
-    """Save a resumable checkpoint of ``step``; collective (every rank calls it)."""
+def _prune(root: Path, step: int, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints up to ``step``, newest by step number (names sort
+    wrongly past 10^8 steps), and any past ``step``: a killed run left those half-written beyond the
+    checkpoint this run resumed from, and ``latest`` never named them."""
+    folders = sorted(root.glob("step-*"), key=_step)
+    done = [folder for folder in folders if _step(folder) <= step]
+    for old in done[:-keep] + [folder for folder in folders if _step(folder) > step]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save(root: Path, step: int, model, optimizer, scheduler, position: Position, skipped: int, keep: int) -> Path:
+    """Save a resumable checkpoint of ``step``, keeping the ``keep`` newest; collective (every rank calls it)."""
     folder = root / f"step-{step:08d}"
     model_sd, optim_sd = get_state_dict(model, optimizer)
     _dcp(dcp.save, {"model": model_sd, "optim": optim_sd}, folder)
@@ -68,10 +78,9 @@ def save(root: Path, step: int, model, optimizer, scheduler, position: Position,
         tmp = root / f"{LATEST}.tmp"
         tmp.write_text(folder.name)
         tmp.replace(root / LATEST)
-        for old in sorted(root.glob("step-*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        _prune(root, step, keep)
         log.info("saved checkpoint %s", folder)
-    _barrier()
+    barrier()
     return folder
 
 
@@ -107,4 +116,4 @@ def export(model, path: Path, layout: str, lora: LoRAConfig | None, is_main: boo
             state = merge_lora(state, lora)
         save_checkpoint(state, path, layout=layout)
         log.info("exported %s (%s layout)", path, layout)
-    _barrier()
+    barrier()

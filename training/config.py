@@ -7,6 +7,7 @@ as YAML scalars, so ``data.bucket=[81,480,832]`` and ``lora.enabled=true`` work.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,16 @@ class DataConfig:
     shuffle_shards: bool = True
     shuffle_buffer: int = 64  # samples; 0 or 1 keeps stream order
     text_len: int = 512
+    # A sample that fails to decode is skipped; the run stops when more than `max_skipped_fraction` of
+    # the last `skip_window` samples of a rank's stream were (broken data, or a bucket or text_len most
+    # samples do not fit). Below 1, so that a stream of which no sample decodes cannot loop forever.
+    skip_window: int = 100
+    max_skipped_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.skip_window < 1 or not 0 <= self.max_skipped_fraction < 1:
+            raise ValueError("need data.skip_window >= 1 and 0 <= data.max_skipped_fraction < 1, got "
+                             f"{self.skip_window} and {self.max_skipped_fraction}")
 
 
 @dataclass
@@ -89,7 +100,13 @@ class LoRAConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 500
+    # The newest checkpoints (by step) kept; older ones are deleted as each new one is saved.
+    keep: int = 2
     export_layout: str = "wan"  # safetensors layout written at the end: "wan" (DiffSynth / HoloCine) or "diffusers"
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ValueError(f"checkpoint.keep must be at least 1, got {self.keep}")
 
 
 @dataclass
@@ -142,3 +159,17 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return build_config(TrainConfig, values)
 
+
+def argument_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """A parser for one of the training commands, with its module docstring as the description."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """``--config FILE`` and ``KEY=VALUE`` overrides; parse with ``parse_intermixed_args`` so that
+    overrides may stand before, between and after the flags."""
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"{config_help} (default: none, TrainConfig's defaults in training/config.py)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config values by dotted path, applied over --config, e.g. optim.lr=1e-5 "
+                             "data.bucket=[33,64,64] (default: none)")

@@ -9,7 +9,11 @@ makes FSDP runs comparable to one process), and a position ``(epoch, index in ep
 resume needs. Every worker reads all tar bytes but decodes only its own samples; decoding (video,
 or latent tensors) is the cost that is split.
 
-A sample that fails to decode is skipped and counted, never raised.
+A sample that fails to decode comes out of the stream as a ``Skipped`` marker in its place, never
+raised: the loader hands over the workers' items in turn, so a worker that dropped a sample would hand
+over its next one early, and the recorded position (what a resume starts after) would no longer say
+which samples were used. Consumers pass the stream through a ``SkipGuard``, which counts skips by
+reason, logs each reason once and stops the run when most recent samples fail to decode.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator
+import re
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -33,6 +39,7 @@ from webdataset.shardlists import expand_urls
 from curation.shards import decode_sample
 from holocine_model import ShotLayout
 
+from .config import DataConfig
 from .prompt import PromptTokenizer, truncate_prompt
 from .video import decode_frames, fit_to_bucket
 
@@ -77,6 +84,71 @@ class Position:
         return Position(self.epoch, self.index + 1, self.global_index + 1, self.local_index + 1)
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A sample that failed to decode, in its place in the stream."""
+
+    key: str
+    position: Position
+    reason: str  # the same for every sample that fails the same way (see skip_reason)
+    error: str  # the full message
+
+
+def skip_reason(exc: Exception) -> str:
+    """The error's type and first line, numbers masked: frame counts, token counts and byte offsets
+    differ from sample to sample, and each reason is logged once however many samples it skips."""
+    first_line = str(exc).partition("\n")[0]
+    return f"{type(exc).__name__}: {re.sub(r'[0-9]+', 'N', first_line)}"
+
+
+class SkipGuard:
+    """Counts a stream's skipped samples by reason, logs each reason once, and stops the run when more
+    than ``max_fraction`` of the last ``window`` samples were skipped: the run would otherwise train on
+    the few samples left (a bucket or text_len that most samples do not fit), or wait forever for one
+    (a stream of which no sample decodes)."""
+
+    def __init__(self, window: int, max_fraction: float, skipped: int = 0) -> None:
+        self.recent: deque[bool] = deque(maxlen=window)
+        self.max_fraction = max_fraction
+        self.skipped = skipped  # in total, the runs this one resumed included
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, Skipped] = {}
+
+    @classmethod
+    def from_config(cls, data: DataConfig, skipped: int = 0) -> SkipGuard:
+        return cls(data.skip_window, data.max_skipped_fraction, skipped)
+
+    def admit(self, item: dict | Skipped) -> bool:
+        """Record one item of the stream; whether it is a sample to use."""
+        is_skipped = isinstance(item, Skipped)
+        self.recent.append(is_skipped)
+        if is_skipped:
+            self._count(item)
+        return not is_skipped
+
+    def summary(self) -> str:
+        return "; ".join(f"{count} x {reason} (first: {self.examples[reason].key}: {self.examples[reason].error})"
+                         for reason, count in self.counts.most_common())
+
+    def _count(self, item: Skipped) -> None:
+        self.skipped += 1
+        self.counts[item.reason] += 1
+        if item.reason not in self.examples:
+            self.examples[item.reason] = item
+            log.warning("skipping sample %s: %s (%d skipped so far; samples skipped for this reason again "
+                        "are counted, not logged)", item.key, item.error, self.skipped)
+        recent = sum(self.recent)
+        if recent > self.max_fraction * self.recent.maxlen:
+            raise RuntimeError(f"{recent} of the last {len(self.recent)} samples failed to decode, more than "
+                               f"data.max_skipped_fraction={self.max_fraction} of data.skip_window="
+                               f"{self.recent.maxlen}: {self.summary()}")
+
+
+def decoded(items: Iterable[dict | Skipped], guard: SkipGuard) -> Iterator[dict]:
+    """The samples of a stream, its skipped items recorded by ``guard``."""
+    return (item for item in items if guard.admit(item))
+
+
 class SampleDecoder:
     """Raw webdataset sample -> training sample (tensors). Raw clips or latent-cache samples."""
 
@@ -90,7 +162,7 @@ class SampleDecoder:
             return self._cached(raw)
         meta, mp4 = decode_sample(raw)
         if meta.num_frames < self.frames:
-            raise ValueError(f"{meta.key}: {meta.num_frames} frames, the bucket needs {self.frames}")
+            raise ValueError(f"{meta.num_frames} frames, the bucket needs {self.frames}")
         cuts = [f for f in meta.shot_cut_frames if f < self.frames]
         prompt = truncate_prompt(meta.prompt, len(cuts) + 1) if len(cuts) < len(meta.shot_cut_frames) else meta.prompt
         tokens = self.tokenizer(prompt, len(cuts) + 1)
@@ -110,13 +182,12 @@ class SampleDecoder:
         tensors = load_safetensors(raw["safetensors"])
         latent_frames = (self.frames - 1) // 4 + 1
         if tensors["latents"].shape[1] != latent_frames:
-            raise ValueError(f"{meta['key']}: cached for {tensors['latents'].shape[1]} latent frames, "
-                             f"the bucket has {latent_frames}")
+            raise ValueError(f"cached for {tensors['latents'].shape[1]} latent frames, the bucket has {latent_frames}")
         # The cache keeps only the prompt's tokens; pad back to text_len with zero states.
         states = tensors["text_states"].float()
         length = states.shape[0]
         if length > self.text_len:
-            raise ValueError(f"{meta['key']}: cached with {length} text tokens, text_len is {self.text_len}")
+            raise ValueError(f"cached with {length} text tokens, text_len is {self.text_len}")
         mask = torch.zeros(self.text_len, dtype=torch.long)
         mask[:length] = 1
         return {
@@ -178,7 +249,6 @@ class ShardStream(IterableDataset):
         epoch, index, g, j = start.epoch, start.index, start.global_index, start.local_index
         # Worker 0 is asked first, so it takes the next local index whatever position we resume from.
         first_local = j
-        skipped = 0
         while True:
             count = 0
             for count, raw in enumerate(self._epoch_samples(epoch), start=1):
@@ -186,15 +256,7 @@ class ShardStream(IterableDataset):
                     continue
                 mine = g % self.world_size == self.rank
                 if mine and (j - first_local) % num_workers == worker:
-                    try:
-                        sample = self.decode(raw)
-                    except Exception as exc:
-                        skipped += 1
-                        log.warning("skipping sample %s: %s", raw.get("__key__"), exc)
-                    else:
-                        sample["position"] = Position(epoch, index, g, j)
-                        sample["skipped"] = (worker, skipped)
-                        yield sample
+                    yield self._decoded(raw, Position(epoch, index, g, j))
                 index += 1
                 g += 1
                 j += mine
@@ -203,6 +265,14 @@ class ShardStream(IterableDataset):
             if count == 0:
                 raise RuntimeError(f"the shards hold no samples: {self.urls[:3]}…")
             epoch, index = epoch + 1, 0
+
+    def _decoded(self, raw: dict, position: Position) -> dict | Skipped:
+        try:
+            sample = self.decode(raw)
+        except Exception as exc:  # one bad sample must not end the run; SkipGuard judges how many do
+            return Skipped(raw.get("__key__", "?"), position, skip_reason(exc), str(exc))
+        sample["position"] = position
+        return sample
 
 
 def is_latent_cache(urls: list[str]) -> bool:
@@ -250,37 +320,37 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
-def fixed_batches(urls: list[str], decode: Callable[[dict], dict], batch_size: int, num_samples: int) -> list[dict]:
+def fixed_batches(urls: list[str], decode: Callable[[dict], dict], batch_size: int, num_samples: int,
+                  guard: SkipGuard) -> list[dict]:
     """The first ``num_samples`` samples of the shards in stored order, as batches (a fixed set)."""
     stream = ShardStream(urls, decode, shuffle_shards=False, shuffle_buffer=0, loop=False)
-    samples = list(itertools.islice(iter(stream), num_samples))
+    samples = list(itertools.islice(decoded(stream, guard), num_samples))
+    if not samples:
+        raise RuntimeError(f"no sample of the shards decodes: {guard.summary()}")
     return [collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
 
 
 class BatchIterator:
-    """Batches of ``batch_size`` consecutive samples of this rank's stream, with the resume position."""
+    """Batches of ``batch_size`` consecutive samples of this rank's stream, with the resume position;
+    the stream's skipped samples go to ``guard`` (by default one with DataConfig's window and threshold)."""
 
-    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int, skipped: int = 0) -> None:
+    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int, guard: SkipGuard | None = None) -> None:
         self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
                                  persistent_workers=False, prefetch_factor=4 if num_workers else None)
         self.batch_size = batch_size
+        self.guard = guard or SkipGuard.from_config(DataConfig())
         self.position = stream.resume_after
-        self._skipped_before = skipped
-        self._skipped: dict[int, int] = {}
         self._it = iter(self.loader)
-
-    @property
-    def skipped(self) -> int:
-        """Corrupt samples skipped so far on this rank (resumed runs included)."""
-        return self._skipped_before + sum(self._skipped.values())
 
     def __iter__(self) -> BatchIterator:
         return self
 
     def __next__(self) -> dict:
-        samples = [next(self._it) for _ in range(self.batch_size)]
-        for s in samples:
-            worker, count = s["skipped"]
-            self._skipped[worker] = count
-        self.position = samples[-1]["position"]
+        samples = []
+        while len(samples) < self.batch_size:
+            item = next(self._it)
+            # A skipped sample is consumed too: a resumed stream starts after it.
+            self.position = item.position if isinstance(item, Skipped) else item["position"]
+            if self.guard.admit(item):
+                samples.append(item)
         return collate(samples)

@@ -15,7 +15,7 @@ from pathlib import Path
 from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
 from . import checkpointing
-from .config import load_config
+from .config import argument_parser, load_config
 from .train import build_model
 
 
@@ -33,14 +33,21 @@ def export_checkpoint(output: Path, step: int | None = None, layout: str = "wan"
     return out
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argument_parser("python -m training.export", __doc__)
+    parser.add_argument("output", type=Path, metavar="OUTPUT", help="the training run's OUTPUT folder (required)")
+    parser.add_argument("--step", type=int, metavar="N",
+                        help="export the checkpoint of step N (default: the latest, OUTPUT/checkpoints/latest)")
+    parser.add_argument("--layout", choices=("wan", "diffusers"), default="wan",
+                        help="key layout: wan (Wan / DiffSynth / HoloCine, what holocine_model.load_checkpoint "
+                             "and HoloCine's inference read) or diffusers (default: wan)")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="file to write (default: OUTPUT/export/dit-step-N.safetensors)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", type=Path, help="the training run's OUTPUT folder")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    parser.add_argument("--layout", choices=("wan", "diffusers"), default="wan")
-    parser.add_argument("--out", type=Path, help="file to write")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(export_checkpoint(args.output, args.step, args.layout, args.out))
 

@@ -11,6 +11,8 @@ do not depend on the world size and a resumed run redraws the same ones.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from holocine_model.sampler import NUM_TRAIN_TIMESTEPS
@@ -26,6 +28,16 @@ def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
 
 def unshift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     return sigma / (shift - (shift - 1) * sigma)
+
+
+def sample_seed(seed: int, global_index: int) -> int:
+    """A 64-bit generator seed for one sample, the same in every process and distinct for distinct pairs.
+
+    Not Python's ``hash``: ``hash(-1) == hash(-2)`` in CPython, which gave validation samples -1 and -2
+    (the first two) the same sigma and noise.
+    """
+    digest = hashlib.blake2b(f"{seed},{global_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 class FlowMatching:
@@ -54,8 +66,7 @@ class FlowMatching:
 
     def draw(self, global_index: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """(sigma scalar, noise of ``shape``) for one sample, on the CPU, fp32."""
-        # Integer tuples hash the same in every process (no hash randomisation for ints).
-        generator = torch.Generator().manual_seed(hash((self.seed, global_index)) % 2**63)
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, global_index))
         q = self.q_lo + (self.q_hi - self.q_lo) * torch.rand((), generator=generator, dtype=torch.float64)
         sigma = shift_sigma(self._icdf(q), self.config.shift).float()
         return sigma, torch.randn(shape, generator=generator)

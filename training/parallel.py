@@ -63,6 +63,12 @@ def shard_model(model: WanDiT, mixed_precision: bool) -> WanDiT:
     return model
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def all_mean(value: torch.Tensor) -> torch.Tensor:
     """Mean over ranks (identity without a process group)."""
     if dist.is_initialized():

@@ -73,7 +73,7 @@ class PromptTokenizer:
         global_span = _token_span(offsets[:real], *global_chars)
         shot_spans = [_token_span(offsets[:real], *chars) for chars in shot_chars]
         if any(end <= start for start, end in shot_spans):
-            raise ValueError(f"a shot caption was truncated away at {self.text_len} tokens")
+            raise ValueError(f"a shot caption was truncated away at {self.text_len} tokens (data.text_len)")
         return TokenizedPrompt(enc["input_ids"][0], mask, global_span, shot_spans)
 
 

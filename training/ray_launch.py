@@ -20,10 +20,10 @@ from .config import TrainConfig, config_from_dict, config_to_dict
 def _worker(loop_config: dict) -> None:
     from .train import train
 
-    train(config_from_dict(loop_config["config"]), loop_config["resume"])
+    train(config_from_dict(loop_config["config"]), loop_config["resume"], loop_config["overwrite"])
 
 
-def launch(config: TrainConfig, num_workers: int, resume: bool) -> None:
+def launch(config: TrainConfig, num_workers: int, resume: bool, overwrite: bool) -> None:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -39,7 +39,7 @@ def launch(config: TrainConfig, num_workers: int, resume: bool) -> None:
     config.output = str(output)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"config": config_to_dict(config), "resume": resume},
+        train_loop_config={"config": config_to_dict(config), "resume": resume, "overwrite": overwrite},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=torch.cuda.is_available()),
         run_config=RunConfig(name="holocine-train", storage_path=str(output / "ray")),
     )

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -30,17 +31,32 @@ from torch.distributed.tensor import DTensor
 from holocine_model import FlowEulerSampler, ShotLayout, WanDiT, get_config, load_checkpoint
 
 from . import checkpointing
-from .config import OptimConfig, TrainConfig, config_to_dict, load_config
-from .data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards, fixed_batches, is_latent_cache
+from .config import OptimConfig, TrainConfig, add_config_arguments, argument_parser, config_to_dict, load_config
+from .data import (
+    BatchIterator,
+    Position,
+    SampleDecoder,
+    ShardStream,
+    SkipGuard,
+    expand_shards,
+    fixed_batches,
+    is_latent_cache,
+)
 from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
 from .lora import apply_lora
 from .metrics import MetricsLogger
-from .parallel import World, all_mean, all_sum, init_world, shard_model
+from .parallel import World, all_mean, all_sum, barrier, init_world, shard_model
 from .prompt import PromptTokenizer
 from .video import write_mp4
 
 log = logging.getLogger("training")
+
+# An earlier run's traces in OUTPUT: a new run mixed into them would have retention delete its
+# checkpoints (the earlier run's later steps rank above them) and `latest` name a deleted one.
+RUN_HISTORY = ("checkpoints", "metrics.jsonl")
+# Everything a run writes into OUTPUT, removed when starting over (Ray's own `ray/` folder stays).
+RUN_OUTPUTS = (*RUN_HISTORY, "tensorboard", "samples", "export", "config.yaml")
 
 
 def build_model(config: TrainConfig) -> WanDiT:
@@ -95,12 +111,31 @@ class Step:
         return F.mse_loss(pred.float(), target)
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    world = init_world()
+def prepare_output(config: TrainConfig, resume: bool, overwrite: bool, world: World) -> Path:
+    """OUTPUT with this run's config.yaml; a new run refuses an earlier run's OUTPUT unless ``overwrite``
+    says to start over, which removes what the earlier run wrote. Collective."""
     output = Path(config.output)
+    history = [name for name in RUN_HISTORY if (output / name).exists()]
+    if history and not (resume or overwrite):
+        raise FileExistsError(f"{output} holds an earlier run ({', '.join(history)}): pass --resume to continue it "
+                              "or --overwrite to delete it and start over")
     if world.is_main:
+        if overwrite:
+            for name in RUN_OUTPUTS:
+                path = output / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    barrier()  # no rank reads OUTPUT while the main rank clears it
+    return output
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    world = init_world()
+    output = prepare_output(config, resume, overwrite, world)
     cuda = world.device.type == "cuda"
     bf16 = cuda and config.mixed_precision == "bf16"
 
@@ -121,6 +156,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     resume_from = checkpointing.latest(checkpoints) if resume else None
     if resume_from is not None:
         step, position, skipped = checkpointing.load(resume_from, model, optimizer, scheduler, world.rank)
+    elif resume:
+        log.info("no checkpoint in %s to resume from: starting at step 0", checkpoints)
 
     urls = expand_shards(config.data.shards)
     # On the latent cache the encoders are only needed to decode validation videos.
@@ -133,8 +170,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(tokenizer, config.data.text_len))
     stream = ShardStream(urls, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
                          config.data.shuffle_buffer, resume_after=position)
-    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skipped)
-    val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples) if config.validation.every else []
+    # The skip window starts empty on resume; the count goes on.
+    skips = SkipGuard.from_config(config.data, skipped)
+    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips)
+    val_batches = []
+    if config.validation.every:
+        val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples,
+                                    SkipGuard.from_config(config.data))
 
     runner = Step(model, encoders, FlowMatching(config.flow, config.seed), world.device, autocast=bf16 and not world.distributed)
     metrics = MetricsLogger(output, world.is_main, step, config.optim.max_steps)
@@ -159,7 +201,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             if isinstance(grad_norm, DTensor):
                 grad_norm = grad_norm.full_tensor()
             values = {"loss": all_mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
-                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(batches.skipped)}
+                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(skips.skipped)}
             # .item() above synchronises the device, so this is the wall time of the steps since the last log.
             now = time.perf_counter()
             values["step_s"] = (now - last_log) / config.log_every
@@ -173,7 +215,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 sample_video(runner, val_batches[0], config, output / "samples" / f"step-{step:08d}.mp4", world)
             last_log = time.perf_counter()
         if step % config.checkpoint.every == 0 or step == config.optim.max_steps:
-            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, batches.skipped)
+            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, skips.skipped,
+                               config.checkpoint.keep)
             last_log = time.perf_counter()  # step_s times training, not saving
         metrics.advance()
 
@@ -208,14 +251,25 @@ def sample_video(runner: Step, batch: dict, config: TrainConfig, path: Path, wor
         write_mp4(path, runner.encoders.decode_latents(out)[0])
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argument_parser("python -m training.train", __doc__)
+    add_config_arguments(parser, "YAML training config, e.g. training/configs/tiny.yaml")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run in OUTPUT from OUTPUT/checkpoints/latest, or start at step 0 "
+                            "if it has none (default: off, a new run, which refuses an OUTPUT holding an "
+                            "earlier run's checkpoints or metrics)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start a new run over an earlier one in OUTPUT, deleting its checkpoints, metrics, "
+                            "samples and exports first (default: off)")
+    parser.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                        help="run under Ray Train with N workers, one per GPU (default: 0, run in this process "
+                             "or as torchrun started it)")
+    return parser
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/latest")
-    parser.add_argument("--ray-workers", type=int, default=0, help="run under Ray Train with N workers (one per GPU)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-5")
-    return parser.parse_args(argv)
+    return build_parser().parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,9 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.ray_workers:
         from .ray_launch import launch
 
-        launch(config, args.ray_workers, args.resume)
+        launch(config, args.ray_workers, args.resume, args.overwrite)
     else:
-        train(config, args.resume)
+        train(config, args.resume, args.overwrite)
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -1,3 +1,4 @@
+import shutil
 import sys
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from training_helpers import write_shards  # noqa: E402
+from training_helpers import append_corrupt_sample, write_shards  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +14,16 @@ def shards(tmp_path_factory) -> Path:
     """12 synthetic multi-shot clips (1 to 3 shots, 33 to 65 frames, 48x48) in 3 shards of 4."""
     folder = tmp_path_factory.mktemp("shards")
     write_shards(folder, num_samples=12, per_shard=4)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def corrupt_shards(shards, tmp_path_factory) -> Path:
+    """``shards`` with a sample that fails to decode at the end of the second shard."""
+    folder = tmp_path_factory.mktemp("corrupt-shards")
+    for path in shards.glob("shard-*.tar"):
+        shutil.copy(path, folder / path.name)
+    append_corrupt_sample(folder / "shard-000001.tar", "bad-0001", broken="mp4")
     return folder
 
 

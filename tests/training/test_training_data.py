@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
+import logging
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from training_helpers import SHOT_PLANS, holocine_prompt, make_sample
+from training_helpers import SHOT_PLANS, append_corrupt_sample, holocine_prompt, make_sample, write_shards
 
 from curation.shards import write_shard
-from training.data import BatchIterator, Position, SampleDecoder, ShardStream, expand_shards
+from training.data import BatchIterator, Position, SampleDecoder, ShardStream, SkipGuard, expand_shards
 from training.encoders import load_tokenizer
 from training.prompt import PromptTokenizer, truncate_prompt
 from training.video import fit_to_bucket
@@ -26,8 +25,12 @@ def decoder() -> SampleDecoder:
     return SampleDecoder(BUCKET, PromptTokenizer(load_tokenizer("tiny"), 64))
 
 
+def batches_of(stream: ShardStream, workers: int, guard: SkipGuard | None = None) -> BatchIterator:
+    return BatchIterator(stream, batch_size=1, num_workers=workers, guard=guard)
+
+
 def keys_of(stream: ShardStream, workers: int, count: int) -> list[str]:
-    batches = BatchIterator(stream, batch_size=1, num_workers=workers)
+    batches = batches_of(stream, workers)
     return [next(batches)["keys"][0] for _ in range(count)]
 
 
@@ -56,8 +59,7 @@ def test_epochs_reshuffle_and_resume_continues_the_stream(shards, decoder):
     urls = expand_shards([f"{shards}/shard-*.tar"])
     full = keys_of(ShardStream(urls, decoder, seed=1, shuffle_buffer=4), 2, 30)
     assert sorted(full[:12]) == sorted(full[12:24]) and full[:12] != full[12:24]
-    stream = ShardStream(urls, decoder, seed=1, shuffle_buffer=4)
-    batches = BatchIterator(stream, batch_size=1, num_workers=2)
+    batches = batches_of(ShardStream(urls, decoder, seed=1, shuffle_buffer=4), 2)
     for _ in range(17):
         next(batches)
     position = batches.position
@@ -66,21 +68,56 @@ def test_epochs_reshuffle_and_resume_continues_the_stream(shards, decoder):
     assert resumed == full[17:30]
 
 
-def test_corrupt_samples_are_skipped_and_counted(tmp_path, decoder):
-    good = [make_sample(tmp_path, i, SHOT_PLANS[i]) for i in range(3)]
+def test_corrupt_samples_are_skipped_counted_and_logged_once_per_reason(tmp_path, decoder, caplog):
     shard = tmp_path / "shard-000000.tar"
-    write_shard(shard, good)
-    # Append a sample with an mp4 that is not a video and one with a broken JSON.
-    with tarfile.open(shard, "a") as tar:
-        for name, data in [("bad-0001.mp4", b"not a video"), ("bad-0001.json", good[0][0].model_dump_json().encode()),
-                           ("bad-0002.mp4", good[1][1]), ("bad-0002.json", b"{broken")]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    batches = BatchIterator(ShardStream([str(shard)], decoder, shuffle_shards=False), batch_size=1, num_workers=0)
-    keys = [next(batches)["keys"][0] for _ in range(6)]
-    assert keys == ["clip-0000", "clip-0001", "clip-0002"] * 2
-    assert batches.skipped == 2  # the first epoch's two; the second epoch's come after its last good sample
+    write_shard(shard, [make_sample(tmp_path, i, SHOT_PLANS[i]) for i in range(3)])
+    append_corrupt_sample(shard, "bad-0001", broken="mp4")
+    append_corrupt_sample(shard, "bad-0002", broken="json")
+    guard = SkipGuard(window=10, max_fraction=0.5)  # 2 of every 5 fail: never more than 5 of 10
+    batches = batches_of(ShardStream([str(shard)], decoder, shuffle_shards=False), 0, guard)
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        keys = [next(batches)["keys"][0] for _ in range(9)]
+    assert keys == ["clip-0000", "clip-0001", "clip-0002"] * 3
+    assert guard.skipped == 4  # two epochs' two; the third epoch's come after its last good sample
+    logged = [record.getMessage() for record in caplog.records if "skipping" in record.getMessage()]
+    assert len(logged) == 2, logged
+    assert logged[0].startswith("skipping sample bad-0001: [Errno") and "1 skipped so far" in logged[0]
+    assert logged[1].startswith("skipping sample bad-0002: 1 validation error") and "2 skipped so far" in logged[1]
+    assert guard.counts == {"InvalidDataError: [Errno N] Invalid data found when processing input: '<none>'": 2,
+                            "ValidationError: N validation error for SampleMeta": 2}
+
+
+def test_a_stream_that_mostly_fails_to_decode_stops_with_the_reason(shards):
+    # 24 tokens hold only 2 of these 12 prompts at 33 frames: the run used to go on with those two.
+    decoder = SampleDecoder((33, 32, 32), PromptTokenizer(load_tokenizer("tiny"), 24))
+    guard = SkipGuard(window=10, max_fraction=0.5)
+    batches = batches_of(ShardStream(expand_shards([f"{shards}/shard-*.tar"]), decoder, shuffle_shards=False), 2, guard)
+    assert next(batches)["keys"] == ["clip-0002"]  # after clips 0 and 1, skipped
+    with pytest.raises(RuntimeError, match=r"^6 of the last 7 samples failed to decode, more than data.max_skipped_"
+                                           r"fraction=0.5 of data.skip_window=10: 6 x ValueError: a shot caption "
+                                           r"was truncated away at N tokens .*\(first: clip-0000: .* at 24 tokens"):
+        next(batches)
+
+
+def test_resume_after_a_skipped_sample_continues_the_stream_exactly(tmp_path, decoder):
+    # A loader worker that dropped a corrupt sample handed over its next one early: the recorded position
+    # then ran ahead of samples not yet used (a resume dropped them) or behind used ones (it repeated them).
+    urls = [str(path) for path in write_shards(tmp_path, num_samples=8, per_shard=4)]
+    append_corrupt_sample(Path(urls[0]), "bad-0001", broken="mp4")
+
+    def batches(after: Position = Position()) -> BatchIterator:
+        return batches_of(ShardStream(urls, decoder, seed=1, shuffle_buffer=3, resume_after=after), 2)
+
+    straight = batches()
+    keys, positions = [], []
+    for _ in range(16):  # two epochs of 8 good samples and a corrupt one
+        keys.append(next(straight)["keys"][0])
+        positions.append(straight.position)
+    assert sorted(keys[:8]) == sorted(keys[8:]) == [f"clip-{i:04d}" for i in range(8)]
+    assert [p.local_index for p in positions] == sorted(p.local_index for p in positions)
+    for stop in range(2, 16, 2):
+        resumed = batches(positions[stop - 1])
+        assert [next(resumed)["keys"][0] for _ in range(16 - stop)] == keys[stop:], stop
 
 
 def test_sample_decoding_maps_cuts_to_latent_shots_and_spans(tmp_path):

@@ -5,11 +5,15 @@ A uniquely named module rather than ``conftest`` imports, which other test folde
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
+
+from webdataset import tariterators
 
 from curation.shards import SampleMeta, shard_name, write_shard
 from curation.synthetic import make_multishot_video
@@ -56,6 +60,18 @@ def write_shards(folder: Path, num_samples: int, per_shard: int) -> list[Path]:
         write_shard(path, samples[start:start + per_shard])
         paths.append(path)
     return paths
+
+
+def append_corrupt_sample(shard: Path, key: str, broken: str) -> None:
+    """Append to a tar shard a sample that fails to decode: its mp4 is not a video (``broken="mp4"``)
+    or its JSON is cut short (``"json"``); the other half is the shard's first sample's."""
+    first = next(tariterators.tarfile_samples([{"url": str(shard)}]))
+    parts = {"mp4": first["mp4"], "json": first["json"], broken: {"mp4": b"not a video", "json": b"{broken"}[broken]}
+    with tarfile.open(shard, "a") as tar:
+        for ext, data in parts.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
 def _run(cmd: list[str], check: bool) -> subprocess.CompletedProcess:
