@@ -31,15 +31,15 @@ import pyarrow as pa
 
 from captioning.engines import EngineUnavailable, check_engine
 from captioning.schema import Limits
-from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA, write_manifest
-from curation.shards import shard_name
 from curation.files import remove_partials
+from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA, write_manifest
+from curation.run import VideoRecord
+from curation.shards import shard_name
 from curation.types import Scene, printable_uri, video_id_for
 from pipelines.config import PipelineConfig, load_config
 from pipelines.inputs import discover_inputs
 from pipelines.models import stand_in_model_dir
 from pipelines.packing import PackEntry, plan_shards, remove_stale, shard_task, write_planned_shard
-from curation.run import VideoRecord
 from pipelines.records import caption_record_path, load_video_record, read_json, work_dir
 from pipelines.report import render_report
 from pipelines.stages import captionable, scene_row, video_row
