@@ -31,6 +31,8 @@ VIDEOS_SCHEMA = pa.schema(
         ("decoder", pa.string()),
         ("rotation", pa.int64()),
         ("decode_errors", pa.int64()),
+        ("fades", pa.int64()),
+        ("dissolves", pa.int64()),
     ]
 )
 
@@ -81,15 +83,21 @@ SCENES_SCHEMA = pa.schema(
 )
 
 
-def write_manifest(rows: list[dict[str, Any]], path: str | Path, schema: pa.Schema) -> Path:
-    """Write rows as one Parquet file with the given schema, atomically (a reader never sees
-    half a file). A row key the schema lacks is an error, not a silently dropped column."""
+def manifest_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows as a table of the manifest's schema. A row key the schema lacks is an error, not a
+    silently dropped column."""
     unknown = {key for row in rows for key in row} - set(schema.names)
     if unknown:
-        raise ValueError(f"{Path(path).name}: columns {sorted(unknown)} are not in the manifest schema")
+        raise ValueError(f"columns {sorted(unknown)} are not in the manifest schema")
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_manifest(rows: list[dict[str, Any]], path: str | Path, schema: pa.Schema) -> Path:
+    """Write rows as one local Parquet file with the given schema, atomically (a reader never
+    sees half a file); ``curation.store.Store.write_parquet`` writes anywhere else."""
     path = Path(path)
     with atomic_path(path) as partial:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), partial)
+        pq.write_table(manifest_table(rows, schema), partial)
     return path
 
 

@@ -1,10 +1,12 @@
-"""The curation steps of one video, and a folder of videos into manifests and clips.
+"""The curation of one video, as a stage that both runners schedule.
 
 A video goes through three steps, each filling in its :class:`VideoRecord`: ``probe_step``
 (is it a usable video), ``scenes_step`` (shots, filters, scenes) and ``clips_step``. Any
 exception inside a step becomes that video's failure, with the step and the reason; it never
-reaches the caller, so one bad input cannot stop a folder or a job. The single-process
-``curate_folder`` and the Ray job (``pipelines.stages``) run these same steps.
+reaches the caller, so one bad input cannot stop a folder or a job. :class:`CurateStage` runs
+the three on one node with one local copy of the input (shared-nothing: no step reads what
+another node left on its disk); ``curate_folder`` runs it in this process, the Ray job
+(``pipelines.caption``) on a cluster.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,19 +28,16 @@ from tqdm import tqdm
 from curation.clips import cut_clips
 from curation.config import CurationConfig
 from curation.filters import filter_shots, score_shots
-from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA, write_manifest
+from curation.inputs import discover_inputs
+from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA, manifest_table
 from curation.probe import probe_video
 from curation.scenes import assemble_scenes
 from curation.shots import detect_shots
+from curation.stage import Resources, Stage, run_locally
+from curation.store import Store, local_copy, scratch_root
 from curation.types import Scene, Shot, VideoInfo, canonical_uri, video_id_for
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = {
-    ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".m2v", ".ts", ".mts", ".m2ts",
-    ".flv", ".wmv",
-}
-
 
 @dataclass
 class VideoRecord:
@@ -111,6 +112,8 @@ def scenes_step(record: VideoRecord, source: str, config: CurationConfig) -> Non
         info.num_frames = detection.num_frames
         info.duration_s = detection.num_frames / info.fps
         info.decode_errors = len(detection.decode_errors)
+        info.fades = sum(t.kind == "fade" for t in detection.transitions)
+        info.dissolves = sum(t.kind == "dissolve" for t in detection.transitions)
         if detection.num_frames < config.probe.min_frames:
             record.fail(f"too short: {detection.num_frames} frame(s) decode, at least {config.probe.min_frames} needed")
             return
@@ -118,36 +121,80 @@ def scenes_step(record: VideoRecord, source: str, config: CurationConfig) -> Non
         record.scenes = assemble_scenes(info, record.shots, config.scenes)
 
 
-def clips_step(record: VideoRecord, source: str, clips_dir: str | Path, config: CurationConfig) -> None:
+def clips_step(record: VideoRecord, source: str, clips_url: str | Path, config: CurationConfig) -> None:
+    """Cut the scenes' clips into folder ``clips_url`` (local, or any fsspec URL: cut in this
+    node's scratch space, then uploaded one object per clip)."""
     if not (record.info.ok and record.scenes):
         return
     with _step(record, "clips"):
-        cut_clips(_at(record.info, source), record.scenes, clips_dir, config.clips, threads=config.probe.decode_threads)
+        store = Store(str(clips_url))
+        folder = Path(store.root) if store.local else scratch_root() / f"clips-{uuid.uuid4().hex}"
+        try:
+            cut_clips(_at(record.info, source), record.scenes, folder, config.clips, threads=config.probe.decode_threads)
+            for scene in record.scenes:
+                if scene.clip_path:
+                    scene.clip_bytes = os.path.getsize(scene.clip_path)
+                    if not store.local:
+                        name = Path(scene.clip_path).name
+                        store.upload(scene.clip_path, name)
+                        scene.clip_path = store.uri(name)
+        finally:
+            if not store.local:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
-def curate_video(uri: str, clips_dir: str | Path, config: CurationConfig) -> VideoRecord:
-    """Probe, detect, filter, assemble and cut one local video. Never raises for bad input."""
+def curate_video(uri: str, clips_url: str | Path, config: CurationConfig) -> VideoRecord:
+    """Probe, detect, filter, assemble and cut one video (local or any fsspec URL) into folder
+    ``clips_url``. Never raises for bad input: the reason is on the record."""
     uri = canonical_uri(uri)
-    record = probe_step(uri, uri, config)
-    scenes_step(record, uri, config)
-    clips_step(record, uri, clips_dir, config)
+    start = time.perf_counter()
+    try:
+        with local_copy(uri) as source:
+            record = probe_step(uri, source, config)
+            record.seconds["probe"] = time.perf_counter() - start  # the copy of a remote input included
+            scenes_step(record, source, config)
+            clips_step(record, source, clips_url, config)
+    except Exception as exc:  # the steps never raise, so only reading a remote input got here
+        record = VideoRecord(VideoInfo(video_id_for(uri), uri))
+        record.fail(f"cannot read input: {type(exc).__name__}: {exc}")
+        record.seconds["probe"] = time.perf_counter() - start
     return record
 
 
-def list_inputs(input_dir: str | Path) -> list[str]:
-    """Every entry under input_dir named like a video (directories and unreadable files too,
-    so they get a failure row rather than vanishing), as absolute paths in a stable order."""
-    root = Path(input_dir)
-    if not root.is_dir():
-        raise NotADirectoryError(f"input folder {root} does not exist or is not a folder")
-    return sorted(os.path.abspath(p) for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+@dataclass
+class VideoTask:
+    """A video on its way through the stages: the input's name, then its record."""
+
+    uri: str
+    record: VideoRecord | None = None
 
 
-def write_manifests(records: list[VideoRecord], output_dir: str | Path) -> None:
-    manifests = Path(output_dir) / "manifests"
-    write_manifest([r.info.to_row() for r in records], manifests / "videos.parquet", VIDEOS_SCHEMA)
-    write_manifest([s.to_row() for r in records for s in r.shots], manifests / "shots.parquet", SHOTS_SCHEMA)
-    write_manifest([s.to_row() for r in records for s in r.scenes], manifests / "scenes.parquet", SCENES_SCHEMA)
+class CurateStage(Stage):
+    """Input name -> curated record, with the clips written under ``clips_url``.
+
+    One stage, not three, so that the input is copied to a node once and read there by every
+    step; one whole CPU, since FFmpeg decodes with ``curation.probe.decode_threads`` threads."""
+
+    name = "curate"
+    resources = Resources(cpus=1.0)
+
+    def __init__(self, config: CurationConfig, clips_url: str | Path, cpus: float = 1.0) -> None:
+        super().__init__()
+        self.config, self.clips_url = config, str(clips_url)
+        self.resources = Resources(cpus=cpus)
+
+    def process(self, tasks: list[VideoTask]) -> list[VideoTask]:
+        for task in tasks:
+            task.record = curate_video(task.uri, self.clips_url, self.config)
+            log_outcome(task.record)
+        return tasks
+
+
+def write_manifests(records: list[VideoRecord], output: str | Path) -> None:
+    store = Store(str(output))
+    store.write_parquet("manifests/videos.parquet", manifest_table([r.info.to_row() for r in records], VIDEOS_SCHEMA))
+    store.write_parquet("manifests/shots.parquet", manifest_table([s.to_row() for r in records for s in r.shots], SHOTS_SCHEMA))
+    store.write_parquet("manifests/scenes.parquet", manifest_table([s.to_row() for r in records for s in r.scenes], SCENES_SCHEMA))
 
 
 def log_outcome(record: VideoRecord) -> None:
@@ -162,13 +209,13 @@ def log_outcome(record: VideoRecord) -> None:
     )
 
 
-def curate_folder(input_dir: str | Path, output_dir: str | Path, config: CurationConfig) -> list[VideoRecord]:
-    """Curate every video under input_dir into OUTPUT/clips and OUTPUT/manifests."""
-    clips_dir = Path(output_dir) / "clips"
-    records = []
-    for uri in tqdm(list_inputs(input_dir), desc="curating", unit="video", mininterval=2.0):
-        record = curate_video(uri, clips_dir, config)
-        log_outcome(record)
-        records.append(record)
-    write_manifests(records, output_dir)
+def curate_folder(source: str | Path, output: str | Path, config: CurationConfig) -> list[VideoRecord]:
+    """Curate every video at ``source`` (a folder, a glob or a URL) into OUTPUT/clips and
+    OUTPUT/manifests (OUTPUT local or any fsspec URL), in this process."""
+    store = Store(str(output))
+    stage = CurateStage(config, store.uri("clips"))
+    uris = discover_inputs(str(source))
+    tasks = run_locally([stage], (VideoTask(uri) for uri in uris))
+    records = [task.record for task in tqdm(tasks, total=len(uris), desc="curating", unit="video", mininterval=2.0)]
+    write_manifests(records, output)
     return records

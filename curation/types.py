@@ -71,6 +71,9 @@ class VideoInfo:
     rotation: int = 0
     # Packets the decoder rejected in the detection pass (damaged data it skipped).
     decode_errors: int = 0
+    # Gradual transitions found between shots (their frames belong to no shot).
+    fades: int = 0
+    dissolves: int = 0
 
     @property
     def ok(self) -> bool:
@@ -159,6 +162,7 @@ class Scene:
     height: int = 0
     upscale: float = 1.0
     clip_path: str | None = None
+    clip_bytes: int = 0
     status: Status = "ok"
     error: str | None = None
     shard: str | None = None

@@ -4,7 +4,7 @@
     ray job submit --working-dir . -- python pipelines/caption.py --input IN --output OUT
 
 With no cluster (no ``RAY_ADDRESS``, no ``--ray-address``) Ray starts in-process. A rerun into the
-same OUTPUT skips finished work (see ``pipelines.records``) and completes the rest.
+same OUTPUT skips finished work (see ``pipelines.ledger``) and completes the rest.
 """
 
 from __future__ import annotations
@@ -20,29 +20,30 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from captioning.engines import EngineUnavailable, check_engine
 from captioning.schema import Limits
-from curation.files import remove_partials
-from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA, write_manifest
-from curation.run import VideoRecord
-from curation.shards import shard_name
+from curation.inputs import discover_inputs
+from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA
+from curation.run import CurateStage, VideoRecord, VideoTask
+from curation.stage import Resources
+from curation.store import Store
 from curation.types import Scene, printable_uri, video_id_for
 from pipelines.config import PipelineConfig, load_config
-from pipelines.inputs import discover_inputs
+from pipelines.ledger import Ledger, scenes_of
 from pipelines.models import stand_in_model_dir
-from pipelines.packing import PackEntry, plan_shards, remove_stale, shard_task, write_planned_shard
-from pipelines.records import caption_record_path, load_video_record, read_json, work_dir
+from pipelines.packing import pack
 from pipelines.report import render_report
-from pipelines.stages import captionable, scene_row, video_row
+from pipelines.scheduling import from_tasks, rows, schedule, task_of, tasks_of
+from pipelines.stages import CaptionStage, FramesStage, SceneTask, captionable, vllm_caption
 
 log = logging.getLogger("pipelines.caption")
 
@@ -51,6 +52,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 PIPELINE_SCENES_SCHEMA = SCENES_SCHEMA.append(pa.field("caption_tries", pa.int64()))
 # The stand-in's answers are noise, so short ones do; they also keep the offline demo quick.
 STAND_IN_LIMITS = Limits(max_characters=4, global_chars=100, shot_chars=60, camera_chars=24, description_chars=40)
+# Finished work is recorded in a ledger part per this many videos or scenes, or this often.
+FLUSH_ROWS = 256
+FLUSH_SECONDS = 30.0
 
 
 class JobError(RuntimeError):
@@ -59,25 +63,36 @@ class JobError(RuntimeError):
 
 @dataclass
 class WorkPlan:
-    """What this run must do; everything else is already recorded in OUTPUT/work."""
+    """What this run must do; everything else is already in the ledger."""
 
     to_curate: list[str] = field(default_factory=list)
     to_caption: list[Scene] = field(default_factory=list)
 
 
-def plan_work(output: str, uris: list[str], retry_failed: bool) -> WorkPlan:
+def plan_work(ledger: Ledger, uris: list[str], retry_failed: bool) -> WorkPlan:
+    """Read from the ledger with a few columnar reads, whatever the number of inputs."""
     plan = WorkPlan()
+    videos = ledger.read("videos", ["status", "scenes"])
+    status = dict(zip(videos["video_id"].to_pylist(), videos["status"].to_pylist(), strict=True))
     for uri in uris:
-        record = load_video_record(output, video_id_for(uri))
-        if record is None or (retry_failed and not record.info.ok):
+        recorded = status.get(video_id_for(uri))
+        if recorded is None or (retry_failed and recorded != "ok"):
             plan.to_curate.append(uri)
+    redo = set(plan.to_curate)
+    captions = ledger.read("captions", ["error"])
+    done = dict(zip(captions["key"].to_pylist(), captions["error"].to_pylist(), strict=True))
+    wanted = {video_id_for(uri) for uri in uris if uri not in redo}
+    needed: dict[str, set[str]] = {}
+    for scene in scene_table(videos).select(["key", "video_id", "status", "clip_path"]).to_pylist():
+        if scene["video_id"] not in wanted or scene["status"] != "ok" or scene["clip_path"] is None:
             continue
-        for scene in record.scenes:
-            if not captionable(scene):
-                continue
-            done = read_json(caption_record_path(output, scene.key))
-            if done is None or (retry_failed and done["sample"] is None):
-                plan.to_caption.append(scene)
+        if scene["key"] not in done or (retry_failed and done[scene["key"]] is not None):
+            needed.setdefault(scene["video_id"], set()).add(scene["key"])
+    if needed:
+        rows = ledger.read("videos", ["uri_bytes", "scenes", "scene_source_frames"])
+        rows = rows.filter(pc.is_in(rows["video_id"], pa.array(sorted(needed))))
+        for row in rows.to_pylist():
+            plan.to_caption += [s for s in scenes_of(row) if s.key in needed[row["video_id"]]]
     return plan
 
 
@@ -118,6 +133,24 @@ def cluster_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+@dataclass
+class RayConnection:
+    """Ray, joined or started the first time the job needs it (a rerun with nothing to do never does)."""
+
+    address: str | None
+    num_cpus: int | None
+    started: bool = False
+
+    def __call__(self) -> None:
+        self.started = init_ray(self.address, self.num_cpus) or self.started
+
+    def close(self) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+
 def init_ray(address: str | None, num_cpus: int | None) -> bool:
     """Connect to the cluster ``address``, or start Ray in-process when it is None.
 
@@ -125,12 +158,12 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     import ray
     import ray.data
 
+    if ray.is_initialized():
+        return False
     context = ray.data.DataContext.get_current()
     # Ray Data's own progress is a 20-line block every 10 s in a log; Progress gives one line.
     context.enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    if ray.is_initialized():
-        return False
     if address:
         ray.init(address=address)
     else:
@@ -155,48 +188,66 @@ def caption_gpus(config: PipelineConfig) -> float:
     return 1.0 if has_gpu and config.captioning.engine in ("transformers", "vllm") else 0.0
 
 
-def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in: bool):
-    """The streaming Ray Data graph; its rows are the published caption records, one per scene."""
+class VideoLedgerWriter:
+    """A Ray actor that records curated videos in the ledger, a part per ``FLUSH_ROWS`` videos or
+    ``FLUSH_SECONDS``; the curation tasks send it their records once their clips are stored."""
+
+    def __init__(self, output: str) -> None:
+        self.ledger = Ledger(Store(output))
+        self.pending: list[VideoRecord] = []
+        self.flushed_at = time.monotonic()
+        self.count = 0
+
+    def add(self, records: list[VideoRecord]) -> None:
+        self.pending += records
+        self.count += len(records)
+        if len(self.pending) >= FLUSH_ROWS or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> int:
+        self.ledger.write_videos(self.pending)
+        self.pending, self.flushed_at = [], time.monotonic()
+        return self.count
+
+    def curated(self) -> int:
+        return self.count
+
+
+def record_videos(batch: dict[str, Any], writer: Any) -> dict[str, list[Any]]:
+    """Send curated videos to the ledger writer; pass on their captionable scenes."""
+    import ray
+
+    records = [task.record for task in tasks_of(batch)]
+    ray.get(writer.add.remote(records))
+    return rows([SceneTask(scene) for record in records for scene in record.scenes if captionable(scene)])
+
+
+def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in: bool, writer: Any) -> Any:
+    """The streaming Ray Data graph; its rows are the scenes' tasks with their outcomes."""
     import ray.data
 
-    from pipelines import stages
-
-    res, curation, captioning = config.resources, config.curation, config.captioning
+    res, captioning = config.resources, config.captioning
     parts = []
     if plan.to_curate:
-        videos = ray.data.from_items([video_row(u) for u in plan.to_curate], override_num_blocks=len(plan.to_curate))
-        videos = videos.map(stages.probe_stage, fn_kwargs={"output": output, "config": curation}, num_cpus=res.probe_cpus)
-        videos = videos.map(stages.shots_stage, fn_kwargs={"config": curation}, num_cpus=res.shots_cpus)
-        videos = videos.map(stages.clips_stage, fn_kwargs={"output": output, "config": curation}, num_cpus=res.clips_cpus)
-        parts.append(videos.flat_map(stages.scene_rows, num_cpus=res.record_cpus))
+        videos = from_tasks([VideoTask(uri) for uri in plan.to_curate], blocks=len(plan.to_curate))
+        videos = schedule(videos, CurateStage(config.curation, Store(output).uri("clips"), cpus=res.curate_cpus))
+        parts.append(videos.map_batches(record_videos, fn_kwargs={"writer": writer}, batch_size=1, num_cpus=res.record_cpus))
     if plan.to_caption:
-        parts.append(ray.data.from_items([scene_row(s) for s in plan.to_caption]))
+        parts.append(from_tasks([SceneTask(scene) for scene in plan.to_caption]))
     scenes = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    scenes = scenes.flat_map(
-        stages.frames_stage, fn_kwargs={"output": output, "config": captioning}, num_cpus=res.frames_cpus
-    )
+    scenes = schedule(scenes, FramesStage(captioning, cpus=res.frames_cpus))
     if captioning.engine == "vllm":
-        captioned = stages.vllm_caption(scenes, captioning)
-    else:
-        captioned = scenes.map_batches(
-            stages.CaptionStage,
-            fn_constructor_kwargs={"config": captioning, "stand_in": stand_in},
-            batch_size=res.caption_batch_size,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=res.caption_actors),
-            num_cpus=res.caption_cpus,
-            num_gpus=caption_gpus(config),
-        )
-    return captioned.map(stages.record_stage, fn_kwargs={"output": output}, num_cpus=res.record_cpus)
+        return vllm_caption(scenes, captioning)
+    resources = Resources(cpus=res.caption_cpus, gpus=caption_gpus(config), actors=res.caption_actors)
+    return schedule(scenes, CaptionStage(captioning, resources, res.caption_batch_size, stand_in))
 
 
 class Progress:
-    """One log line every ``interval_s`` seconds while the job runs: videos curated (their
-    records, counted on disk) and scenes captioned (the rows the driver receives)."""
+    """One log line every ``interval_s`` seconds while the job runs: videos curated (the ledger
+    writer's count) and scenes captioned (the rows the driver receives)."""
 
-    def __init__(self, output: str, videos: int, interval_s: float = 15.0) -> None:
-        self.records = work_dir(output) / "videos"
-        self.videos, self.interval_s = videos, interval_s
+    def __init__(self, videos: int, writer: Any | None, interval_s: float = 15.0) -> None:
+        self.videos, self.writer, self.interval_s = videos, writer, interval_s
         self.captioned = self.failed = 0
         self.start = time.time()
         self._stop = threading.Event()
@@ -206,15 +257,13 @@ class Progress:
         self.captioned += ok
         self.failed += not ok
 
-    def _curated(self) -> int:
-        if not self.records.is_dir():
-            return 0
-        return sum(1 for entry in os.scandir(self.records) if entry.stat().st_mtime >= self.start)
-
     def log_line(self) -> None:
+        import ray
+
+        curated = ray.get(self.writer.curated.remote()) if self.writer is not None else 0
         log.info(
             "progress: %d/%d videos curated, %d scenes captioned, %d failed, %.0f s",
-            min(self._curated(), self.videos), self.videos, self.captioned, self.failed, time.time() - self.start,
+            curated, self.videos, self.captioned, self.failed, time.time() - self.start,
         )
 
     def _run(self) -> None:
@@ -231,123 +280,154 @@ class Progress:
         self.log_line()
 
 
+def caption_all(output: str, plan: WorkPlan, config: PipelineConfig, stand_in: bool) -> None:
+    """Run the graph; record each scene's outcome in the ledger, a part per ``FLUSH_ROWS`` scenes
+    or ``FLUSH_SECONDS``, and every curated video through the writer actor."""
+    import ray
+
+    ledger = Ledger(Store(output))
+    writer = ray.remote(VideoLedgerWriter).options(num_cpus=0).remote(output) if plan.to_curate else None
+    pending: list[dict[str, Any]] = []
+    flushed_at = time.monotonic()
+    with Progress(len(plan.to_curate), writer) as progress:
+        for row in build_dataset(output, plan, config, stand_in, writer).iter_rows():
+            outcome = task_of(row).outcome
+            pending.append(outcome)
+            progress.scene_done(outcome["sample"] is not None)
+            if outcome["sample"] is None:
+                log.warning("scene %s failed: %s", outcome["key"], outcome["error"])
+            if len(pending) >= FLUSH_ROWS or time.monotonic() - flushed_at > FLUSH_SECONDS:
+                ledger.write_captions(pending)
+                pending, flushed_at = [], time.monotonic()
+        if writer is not None:
+            ray.get(writer.flush.remote())
+    ledger.write_captions(pending)
+
+
 def reason_of(error: str) -> str:
     """The kind of a failure, for counting: the message up to its details."""
     return error.split(":")[0].split(" (")[0].strip()
 
 
-def pack(output: str, samples: list[tuple[dict[str, Any], str]], config: PipelineConfig) -> tuple[dict[str, str], int]:
-    """Pack the samples into shards, rewriting only changed ones; returns key -> shard name and
-    how many shards were written."""
-    import ray.data
+def scene_table(videos: pa.Table) -> pa.Table:
+    """The scenes nested in ``videos`` ledger rows, one row each."""
+    if videos.num_rows == 0:
+        return pa.table({name: pa.array([], type) for name, type in zip(SCENES_SCHEMA.names, SCENES_SCHEMA.types)} | {"clip_bytes": pa.array([], pa.int64())})
+    return pa.Table.from_struct_array(pc.list_flatten(videos["scenes"]))
 
-    entries = [
-        PackEntry(sample["key"], clip, Path(clip).stat().st_size + caption_record_path(output, sample["key"]).stat().st_size)
-        for sample, clip in samples
+
+def finish(
+    output: str, uris: list[str], config: PipelineConfig, start: float, started_ns: int, connect: Callable[[], None]
+) -> dict[str, Any]:
+    """Shards, manifests, summary and report from the whole ledger of this output, with columnar
+    reads of a few objects. ``start`` (``time.perf_counter()``) and ``started_ns`` (``time.time_ns()``)
+    mark this run's beginning, for the summary; ``connect`` joins Ray when shards are to be written."""
+    store = Store(output)
+    ledger = Ledger(store)
+    for table in ("videos", "captions"):
+        ledger.compact(table)
+    videos = ledger.read("videos", [*VIDEOS_SCHEMA.names, "seconds", "shots", "scenes"])
+    missing = {video_id_for(uri) for uri in uris} - set(videos["video_id"].to_pylist())
+    if missing:
+        raise JobError(f"{len(missing)} inputs have no curation record after the run, e.g. {sorted(missing)[0]}")
+    captions = ledger.read("captions", ["error", "tries", "seconds_frames", "seconds_caption"])
+    caption_of = {row["key"]: row for row in captions.to_pylist()}
+
+    scenes = scene_table(videos).to_pylist()
+    for scene in scenes:
+        if scene["status"] == "ok" and scene["clip_path"] is not None and scene["key"] not in caption_of:
+            raise JobError(f"scene {scene['key']}: no caption record after the run")
+    ready = [
+        (s["key"], s["clip_path"], s["clip_bytes"])
+        for s in scenes
+        if s["key"] in caption_of and caption_of[s["key"]]["error"] is None and s["status"] == "ok"
     ]
-    plan = plan_shards(entries, config.shards)
-    remove_stale(output, len(plan))
-    written = 0
-    if plan:
-        tasks = ray.data.from_items([shard_task(i, e) for i, e in enumerate(plan)], override_num_blocks=len(plan))
-        results = tasks.map(write_planned_shard, fn_kwargs={"output": output}, num_cpus=config.resources.shards_cpus)
-        written = sum(row["written"] for row in results.take_all())
-    log.info("shards: %d planned, %d written, %d already complete", len(plan), written, len(plan) - written)
-    return {entry.key: shard_name(i) for i, shard in enumerate(plan) for entry in shard}, written
+    shard_of, shards_written = pack(store, ledger, ready, config.shards, config.resources.shards_cpus, connect)
+    ledger.compact("shards")
+
+    scene_failures = []
+    for scene in scenes:
+        caption = caption_of.get(scene["key"])
+        if caption is not None:
+            scene["caption_tries"] = caption["tries"]
+            if caption["error"] is not None:
+                scene["status"], scene["error"] = "failed", f"caption: {caption['error']}"
+        scene["shard"] = shard_of.get(scene["key"])
+        del scene["clip_bytes"]
+        if scene["status"] != "ok":
+            scene_failures.append((scene["key"], scene["error"]))
+    store.write_parquet("manifests/videos.parquet", videos.select(VIDEOS_SCHEMA.names).cast(VIDEOS_SCHEMA))
+    shots = pa.Table.from_struct_array(pc.list_flatten(videos["shots"])) if videos.num_rows else SHOTS_SCHEMA.empty_table()
+    store.write_parquet("manifests/shots.parquet", shots.cast(SHOTS_SCHEMA))
+    store.write_parquet("manifests/scenes.parquet", pa.Table.from_pylist(scenes, schema=PIPELINE_SCENES_SCHEMA))
+
+    summary = summarize(videos, scenes, caption_of, captions, shard_of, started_ns)
+    summary["this_run"]["shards_written"] = shards_written
+    summary["this_run"]["wall_time_s"] = time.perf_counter() - start
+    packed = sorted(key for key in shard_of)[: config.report.max_scenes]
+    samples = ledger.samples(packed)
+    summary["captioner"] = json.loads(samples[packed[0]]).get("captioner", {}) if packed else {}
+    store.write_text("summary.json", json.dumps(summary, indent=2))
+    clip_of = {s["key"]: s["clip_path"] for s in scenes}
+    shown = [(json.loads(samples[key]), clip_of[key]) for key in packed]
+    failed_inputs = sorted(summary["failed_inputs"].items())
+    render_report(store, shown, failed_inputs + scene_failures, summary, config.report)
+    return summary
 
 
-def finish(output: str, uris: list[str], config: PipelineConfig, plan: WorkPlan, start: float) -> dict[str, Any]:
-    """Shards, manifests, summary and report from every record of these inputs; ``plan`` and
-    ``start`` (a ``time.perf_counter()``) describe this run for the summary."""
-    records: list[VideoRecord] = []
-    for uri in uris:
-        record = load_video_record(output, video_id_for(uri))
-        if record is None:
-            raise JobError(f"{uri}: no curation record after the run")
-        records.append(record)
-    samples: list[tuple[dict[str, Any], str]] = []
-    captions: dict[str, dict[str, Any]] = {}
-    for record in records:
-        for scene in record.scenes:
-            if not captionable(scene):
-                continue
-            caption = read_json(caption_record_path(output, scene.key))
-            if caption is None:
-                raise JobError(f"scene {scene.key}: no caption record after the run")
-            captions[scene.key] = caption
-            if caption["sample"] is not None:
-                samples.append((caption["sample"], scene.clip_path))
-    samples.sort(key=lambda item: item[0]["key"])
-    shard_of, shards_written = pack(output, samples, config)
+def summarize(
+    videos: pa.Table,
+    scenes: list[dict[str, Any]],
+    caption_of: dict[str, dict[str, Any]],
+    captions: pa.Table,
+    shard_of: dict[str, str],
+    started_ns: int,
+) -> dict[str, Any]:
+    """The figures of ``summary.json``: the whole output's, and under ``this_run`` the work
+    recorded since ``started_ns``."""
+    rows = videos.select(["video_id", "uri", "status", "error", "duration_s", "seconds", "written_ns"]).to_pylist()
+    failed_inputs = {r["uri"]: r["error"] for r in rows if r["status"] != "ok"}
+    samples = [s for s in scenes if s["key"] in shard_of]
+    failures = [s for s in scenes if s["status"] != "ok"]
+    new_videos = [r for r in rows if r["written_ns"] >= started_ns]
+    new_captions = [c for c in captions.select(["key", "error", "written_ns", "seconds_frames", "seconds_caption"]).to_pylist()
+                    if c["written_ns"] >= started_ns]
+    tiers = sorted({s["tier"] for s in samples})
 
-    scene_rows, scene_failures = [], []
-    for record in records:
-        for scene in record.scenes:
-            row = scene.to_row()
-            caption = captions.get(scene.key)
-            if caption is not None:
-                row["caption_tries"] = caption["tries"]
-                if caption["sample"] is None:
-                    row["status"], row["error"] = "failed", f"caption: {caption['error']}"
-            row["shard"] = shard_of.get(scene.key)
-            if row["status"] != "ok":
-                scene_failures.append((scene.key, row["error"]))
-            scene_rows.append(row)
-    manifests = Path(output) / "manifests"
-    write_manifest([r.info.to_row() for r in records], manifests / "videos.parquet", VIDEOS_SCHEMA)
-    write_manifest([s.to_row() for r in records for s in r.shots], manifests / "shots.parquet", SHOTS_SCHEMA)
-    write_manifest(scene_rows, manifests / "scenes.parquet", PIPELINE_SCENES_SCHEMA)
+    def seconds(video_rows: list[dict[str, Any]], caption_rows: list[dict[str, Any]]) -> dict[str, float]:
+        total: Counter[str] = Counter()
+        for row in video_rows:
+            total.update(json.loads(row["seconds"]))
+        for row in caption_rows:
+            total.update({"frames": row["seconds_frames"], "caption": row["seconds_caption"]})
+        return dict(total)
 
-    curated_now = {video_id_for(uri) for uri in plan.to_curate}
-    captioned_now = {scene.key for scene in plan.to_caption}
-    attempted = [c for c in captions.values() if c["video_id"] in curated_now or c["key"] in captioned_now]
-    failed_inputs = {printable_uri(r.info.uri): r.info.error for r in records if not r.info.ok}
-    seconds: Counter[str] = Counter()  # every run's work on these inputs
-    seconds_now: Counter[str] = Counter()  # this run's
-    for record in records:
-        seconds.update(record.seconds)
-        if record.info.video_id in curated_now:
-            seconds_now.update(record.seconds)
-    for caption in captions.values():
-        seconds.update(caption["seconds"])
-    for caption in attempted:
-        seconds_now.update(caption["seconds"])
-    summary = {
-        "inputs": len(records),
-        "inputs_ok": len(records) - len(failed_inputs),
+    return {
+        "inputs": len(rows),
+        "inputs_ok": len(rows) - len(failed_inputs),
         "inputs_failed": len(failed_inputs),
         "failures_by_reason": dict(Counter(reason_of(e) for e in failed_inputs.values())),
         "failed_inputs": failed_inputs,
-        "scenes": len(scene_rows),
+        "scenes": len(scenes),
         "samples": len(samples),
-        "scenes_by_tier": dict(Counter(sample.get("tier", "") for sample, _ in samples)),
-        "scenes_failed": len(scene_failures),
-        "scene_failures_by_reason": dict(Counter(reason_of(e) for _, e in scene_failures)),
+        "scenes_by_tier": dict(Counter(s["tier"] for s in samples)),
+        "scenes_failed": len(failures),
+        "scene_failures_by_reason": dict(Counter(reason_of(s["error"] or "") for s in failures)),
         "shards": len(set(shard_of.values())),
-        "hours_in": sum(r.info.duration_s for r in records if r.info.ok) / 3600,
+        "hours_in": sum(r["duration_s"] for r in rows if r["status"] == "ok") / 3600,
         # Tiers are cut independently, so the same footage can be in a 5 s and a 15 s scene:
         # hours out can exceed hours in.
-        "hours_out": sum(s["num_frames"] / s["fps"] for s, _ in samples) / 3600,
-        "hours_out_by_tier": {
-            tier: sum(s["num_frames"] / s["fps"] for s, _ in samples if s.get("tier") == tier) / 3600
-            for tier in sorted({s.get("tier", "") for s, _ in samples})
-        },
-        "stage_seconds": dict(seconds),
-        "captioner": samples[0][0]["captioner"] if samples else {},
+        "hours_out": sum(s["num_frames"] / s["fps"] for s in samples) / 3600,
+        "hours_out_by_tier": {t: sum(s["num_frames"] / s["fps"] for s in samples if s["tier"] == t) / 3600 for t in tiers},
+        "stage_seconds": seconds(rows, list(caption_of.values())),
         "this_run": {
-            "videos_curated": len(plan.to_curate),
-            "videos_failed": sum(1 for r in records if r.info.video_id in curated_now and not r.info.ok),
-            "stage_seconds": dict(seconds_now),
-            "scenes_captioned": sum(c["sample"] is not None for c in attempted),
-            "scenes_failed": sum(c["sample"] is None for c in attempted),
-            "shards_written": shards_written,
-            "wall_time_s": time.perf_counter() - start,
+            "videos_curated": len(new_videos),
+            "videos_failed": sum(r["status"] != "ok" for r in new_videos),
+            "stage_seconds": seconds(new_videos, new_captions),
+            "scenes_captioned": sum(c["error"] is None for c in new_captions),
+            "scenes_failed": sum(c["error"] is not None for c in new_captions),
         },
     }
-    (Path(output) / "summary.json").write_text(json.dumps(summary, indent=2))
-    failures = sorted(failed_inputs.items()) + scene_failures
-    render_report(Path(output) / "report.html", samples, failures, summary, config.report)
-    return summary
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -380,9 +460,11 @@ def run(
     ray_address: str | None = None,
     num_cpus: int | None = None,
 ) -> dict[str, Any]:
-    """Run the job; returns the summary. Raises ``JobError`` (or anything Ray raises) when broken."""
-    start = time.perf_counter()
-    output = os.path.abspath(output)
+    """Run the job; returns the summary. Raises ``JobError`` (or anything Ray raises) when broken.
+
+    ``output`` is a local folder or any fsspec URL; everything the job writes goes there."""
+    start, started_ns = time.perf_counter(), time.time_ns()
+    store = Store(output)
     uris = discover_inputs(source, limit)
     if not uris:
         raise JobError(f"no videos found at {source}")
@@ -391,33 +473,21 @@ def run(
     stand_in = resolve_model(config)
     address = cluster_address(ray_address)
     check_captioner(config, stand_in, address)
-    plan = plan_work(output, uris, config.retry_failed)
+    plan = plan_work(Ledger(store), uris, config.retry_failed)
     log.info(
         "%d inputs: %d to curate, %d more scenes to caption, the rest done in an earlier run",
         len(uris), len(plan.to_curate), len(plan.to_caption),
     )
-    # Temporary files and staged copies of a killed run (its stragglers, if any, write under
-    # other names and fail harmlessly when theirs are gone).
-    remove_partials(output)
-    shutil.rmtree(work_dir(output) / "staging", ignore_errors=True)
-    started_ray = init_ray(address, num_cpus)
+    # Temporary files of a killed run (its stragglers, if any, write under other names).
+    store.remove_partials()
+    connect = RayConnection(address, num_cpus)
     try:
         if plan.to_curate or plan.to_caption:
-            with Progress(output, len(plan.to_curate)) as progress:
-                for row in build_dataset(output, plan, config, stand_in).iter_rows():
-                    progress.scene_done(row["ok"])
-                    if not row["ok"]:
-                        log.warning("scene %s failed: %s", row["key"], row["error"])
-        summary = finish(output, uris, config, plan, start)
+            connect()
+            caption_all(store.url, plan, config, stand_in)
+        return finish(store.url, uris, config, start, started_ns, connect)
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-    staging = work_dir(output) / "staging"
-    if staging.is_dir() and not any(staging.iterdir()):
-        staging.rmdir()
-    return summary
+        connect.close()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -426,7 +496,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="videos: a folder (searched recursively), a file, a glob, or a URI such as "
                              "s3://bucket/prefix/; an existing path is taken literally (required)")
     parser.add_argument("--output", required=True,
-                        help="output folder, local or on a shared file system; a rerun into it resumes (required)")
+                        help="output: a local folder or a URL such as s3://bucket/prefix (any fsspec store; "
+                             "credentials from the store's usual settings, e.g. AWS_*); a rerun into it resumes (required)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. curation.clips.width=416 (repeatable; default: none)")

@@ -19,12 +19,10 @@ from curation.config import CurationConfig, apply_override, build_config
 
 @dataclass
 class StageResources:
-    """Ray resources per stage. Decoding stages take a whole CPU because FFmpeg runs one thread
-    per video (``curation.probe.decode_threads``); the light stages take less so they fit beside them."""
+    """Ray resources per stage. Curation takes a whole CPU because FFmpeg runs one thread per
+    video (``curation.probe.decode_threads``); the light stages take less so they fit beside it."""
 
-    probe_cpus: float = 0.5
-    shots_cpus: float = 1.0
-    clips_cpus: float = 1.0
+    curate_cpus: float = 1.0
     frames_cpus: float = 0.5
     record_cpus: float = 0.25
     shards_cpus: float = 0.5

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import html
 import logging
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from captioning.frames import data_url, decode_frames
-from curation.files import atomic_path
+from curation.store import Store, local_copy
 from pipelines.config import ReportConfig
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,8 @@ def _esc(value: Any) -> str:
 def shot_thumbnails(clip_path: str, spans: list[tuple[int, int]], width: int) -> list[str]:
     """The middle frame of each shot as a JPEG data URL, ``width`` pixels wide."""
     middles = [(start + end - 1) // 2 for start, end in spans]
-    frames = decode_frames(clip_path, middles)
+    with local_copy(clip_path) as local:
+        frames = decode_frames(local, middles)
     urls = []
     for index in middles:
         image = frames[index]
@@ -83,12 +83,12 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -
 
 
 def render_report(
-    path: str | Path,
+    store: Store,
     samples: list[tuple[dict[str, Any], str]],
     failures: list[tuple[str, str]],
     summary: dict[str, Any],
     config: ReportConfig,
-) -> Path:
+) -> None:
     """Write the page: ``samples`` are (sample JSON, clip path) in key order, ``failures`` (what, why)."""
     shown = samples[: config.max_scenes]
     figures = [
@@ -112,7 +112,4 @@ def render_report(
     parts.append(f"<h2>Scenes{more}</h2>")
     parts += [_scene_html(sample, clip, config) for sample, clip in shown]
     parts.append("</body></html>")
-    path = Path(path)
-    with atomic_path(path) as partial:
-        partial.write_text("".join(parts), encoding="utf-8")
-    return path
+    store.write_text("report.html", "".join(parts))

@@ -1,133 +1,101 @@
-"""The pipeline's stages as plain functions on plain rows; Ray Data only schedules them.
+"""The captioning stages of the main job, on the stage interface (``curation.stage``).
 
-A video row carries ``uri`` (the input's name as bytes: Arrow holds any bytes, but no string
-with the surrogates that stand for a name's non-UTF-8 bytes), ``video_id``, ``staged`` (a local
-copy of a remote input, else empty) and ``record``: the JSON of a
-:class:`~curation.run.VideoRecord` that the curation steps fill in. Those steps turn any
-exception into the video's failure. A scene row carries ``key``, ``video_id`` and ``scene``
-(JSON of a ``curation.types.Scene`` whose clip is on disk); the captioning stages add
-``request`` (the VLM request, JSON) and then the outcome; their exceptions become the scene's
-failure.
-
-Nested data travels as JSON strings because Arrow would coerce ragged dicts and lists into structs.
+A scene travels as a :class:`SceneTask`: the curated ``Scene`` (its clip in the store), then the
+VLM request built from its frames, then its outcome, a row of the captions ledger
+(``pipelines.ledger``): the validated shard sample, or the reason there is none. A stage that
+fails on a scene gives it an outcome with the reason, and later stages pass it on untouched.
+Tasks are plain Python objects; Ray Data carries them pickled, so nothing is re-parsed between stages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
+import pickle
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-
-import pandas as pd
 
 from captioning import CaptionerConfig, CaptionResult, Captioner, build_joint_request, judge_answer
 from captioning.frames import SceneInput
 from captioning.prompts import load_prompts
 from captioning.requests import ChatRequest, retry_request
-from curation.config import CurationConfig
-from curation.run import VideoRecord, clips_step, log_outcome, probe_step, scenes_step
+from curation.stage import Resources, Stage
 from curation.shards import SampleMeta
-from curation.types import Scene, VideoInfo, printable_uri, uri_bytes, uri_from_bytes, video_id_for
-from pipelines.inputs import stage_input, unstage
-from pipelines.records import caption_record_path, video_record_path, work_dir, write_json_atomic
+from curation.store import local_copy
+from curation.types import Scene, printable_uri
+from pipelines.scheduling import task_of
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
 
+@dataclass
+class SceneTask:
+    scene: Scene
+    request: ChatRequest | None = None
+    seconds_frames: float = 0.0
+    # The captions ledger row (``pipelines.ledger.CAPTIONS_LEDGER`` but the stamp), once decided.
+    outcome: dict[str, Any] | None = None
 
-def video_row(uri: str) -> Row:
-    return {"uri": uri_bytes(uri), "video_id": video_id_for(uri), "staged": "", "record": ""}
-
-
-def _record(row: Row) -> VideoRecord:
-    return VideoRecord.from_dict(json.loads(row["record"]))
-
-
-def _with_record(row: Row, record: VideoRecord) -> Row:
-    return {**row, "record": json.dumps(record.to_dict())}
-
-
-def _source(row: Row) -> str:
-    """The local file the decoders read: the staged copy, or the input itself."""
-    return row["staged"] or uri_from_bytes(row["uri"])
-
-
-def probe_stage(row: Row, output: str, config: CurationConfig) -> Row:
-    uri, start = uri_from_bytes(row["uri"]), time.perf_counter()
-    try:
-        staged = stage_input(uri, work_dir(output) / "staging")
-    except Exception as exc:
-        record = VideoRecord(VideoInfo(row["video_id"], uri, status="failed", error=f"cannot read input: {exc}"))
-        record.seconds["probe"] = time.perf_counter() - start
-        return _with_record(row, record)
-    row = {**row, "staged": "" if staged == uri else staged}
-    record = probe_step(uri, _source(row), config)
-    if not record.info.ok:
-        unstage(uri, staged)
-    return _with_record(row, record)
-
-
-def shots_stage(row: Row, config: CurationConfig) -> Row:
-    """Shot detection, filters and scene assembly (``curation.run.scenes_step``)."""
-    record = _record(row)
-    if not record.info.ok:
-        return row
-    scenes_step(record, _source(row), config)
-    if not record.info.ok:
-        unstage(record.info.uri, _source(row))
-    return _with_record(row, record)
-
-
-def clips_stage(row: Row, output: str, config: CurationConfig) -> Row:
-    """Cut every scene's clip, then publish the video's record (so a record implies its clips)."""
-    record = _record(row)
-    try:
-        clips_step(record, _source(row), Path(output) / "clips", config)
-    finally:
-        if record.info.ok:
-            unstage(record.info.uri, _source(row))
-    write_json_atomic(video_record_path(output, record.info.video_id), record.to_dict())
-    log_outcome(record)
-    return _with_record(row, record)
-
-
-def scene_row(scene: Scene) -> Row:
-    return {"key": scene.key, "video_id": scene.video_id, "scene": json.dumps(dataclasses.asdict(scene))}
+    def decide(self, sample: str | None, error: str | None, tries: int, seconds_caption: float = 0.0) -> None:
+        self.outcome = {
+            "key": self.scene.key,
+            "video_id": self.scene.video_id,
+            "sample": sample,
+            "error": None if sample else error,
+            "tries": tries,
+            "seconds_frames": self.seconds_frames,
+            "seconds_caption": seconds_caption,
+        }
 
 
 def captionable(scene: Scene) -> bool:
     return scene.status == "ok" and scene.clip_path is not None
 
 
-def scene_rows(row: Row) -> list[Row]:
-    """Flat map: a curated video row -> one row per scene whose clip was written."""
-    return [scene_row(s) for s in _record(row).scenes if captionable(s)]
+@contextlib.contextmanager
+def local_inputs(scenes: list[Scene]):
+    """``SceneInput``s whose clips are local files for the duration of the block."""
+    with contextlib.ExitStack() as stack:
+        yield [
+            SceneInput(s.key, stack.enter_context(local_copy(s.clip_path)), tuple((x.start_frame, x.end_frame) for x in s.shots))
+            for s in scenes
+        ]
 
 
-def frames_stage(row: Row, output: str, config: CaptionerConfig) -> list[Row]:
-    """Sample and encode the scene's frames into its VLM request (joint strategy); a flat map.
+class FramesStage(Stage):
+    """Sample and encode each scene's frames into its VLM request (joint strategy).
 
     Done here, on CPU workers, so the captioning actors (GPUs) spend their time generating. The
     two-pass strategy builds its requests from its own first answers and so samples inside the
-    actor. A scene without readable frames is recorded as failed here and goes no further.
-    """
-    start = time.perf_counter()
-    request = ""
-    if config.strategy == "joint":
-        try:
-            scene = SceneInput.from_scene(Scene.from_dict(json.loads(row["scene"])))
-            built = build_joint_request(scene, config, load_prompts(config.prompt_version, config.prompts_dir))
-        except Exception as exc:  # an unreadable clip, spans past its end, anything else: this scene's failure
-            log.warning("scene %s: no frames: %s", row["key"], exc)
-            failed = {**row, "sample": "", "error": f"frames: {exc}", "tries": 0}
-            record_stage({**failed, "seconds_frames": time.perf_counter() - start, "seconds_caption": 0.0}, output)
-            return []
-        request = json.dumps(dataclasses.asdict(built))
-    return [{**row, "request": request, "seconds_frames": time.perf_counter() - start}]
+    captioning stage; this stage then passes its scenes on."""
+
+    name = "frames"
+
+    def __init__(self, config: CaptionerConfig, cpus: float = 0.5) -> None:
+        super().__init__()
+        self.config = config
+        self.resources = Resources(cpus=cpus)
+
+    def setup(self) -> None:
+        self.prompts = load_prompts(self.config.prompt_version, self.config.prompts_dir)
+
+    def process(self, tasks: list[SceneTask]) -> list[SceneTask]:
+        if self.config.strategy != "joint":
+            return tasks
+        for task in tasks:
+            start = time.perf_counter()
+            try:
+                with local_inputs([task.scene]) as (scene,):
+                    task.request = build_joint_request(scene, self.config, self.prompts)
+            except Exception as exc:  # an unreadable clip, spans past its end, anything else: this scene's failure
+                log.warning("scene %s: no frames: %s", task.scene.key, exc)
+                task.decide(None, f"frames: {exc}", 0)
+            task.seconds_frames = time.perf_counter() - start
+            if task.outcome is not None:
+                task.outcome["seconds_frames"] = task.seconds_frames
+        return tasks
 
 
 def caption_joint(captioner: Captioner, scenes: list[SceneInput], requests: list[ChatRequest]) -> list[CaptionResult]:
@@ -174,66 +142,72 @@ def sample_meta(scene: Scene, caption_fields: dict[str, Any]) -> SampleMeta:
     )
 
 
-def outcome_row(row: Row, scene: Scene, result: CaptionResult, seconds_caption: float) -> Row:
-    """A captioned scene row: the validated sample JSON, or the reason there is none."""
-    sample, error = "", result.error or ""
+def decide(task: SceneTask, result: CaptionResult, seconds_caption: float) -> None:
+    """Give the task its outcome: the validated sample JSON, or the reason there is none."""
+    sample, error = None, result.error
     if result.ok:
         try:
-            sample = sample_meta(scene, result.sample).model_dump_json()
+            sample = sample_meta(task.scene, result.sample).model_dump_json()
         except ValueError as exc:  # a sample that breaks the shard contract is never written
             error = f"sample: {exc}"
-    return {
-        "key": row["key"],
-        "video_id": row["video_id"],
-        "sample": sample,
-        "error": "" if sample else error,
-        "tries": result.tries,
-        "seconds_frames": row["seconds_frames"],
-        "seconds_caption": seconds_caption,
-    }
+    task.decide(sample, error, result.tries, seconds_caption)
 
 
-class CaptionStage:
-    """The VLM stage (transformers, openai): an actor holding one engine, a model copy or a client."""
+class CaptionStage(Stage):
+    """The VLM (transformers, openai engines): an actor per model copy or client."""
 
-    def __init__(self, config: CaptionerConfig, stand_in: bool = False) -> None:
+    name = "caption"
+
+    def __init__(self, config: CaptionerConfig, resources: Resources, batch_size: int, stand_in: bool = False) -> None:
+        super().__init__()
+        self.config, self.stand_in = config, stand_in
+        self.resources, self.batch_size = resources, batch_size
+
+    def setup(self) -> None:
         import transformers
 
         # A job log has no use for a progress bar per actor while weights load.
         transformers.utils.logging.disable_progress_bar()
-        if stand_in:
+        if self.stand_in:
             from pipelines.models import ensure_stand_in_model
 
-            ensure_stand_in_model(config.model)
-        self.captioner = Captioner(config)
+            ensure_stand_in_model(self.config.model)
+        self.captioner = Captioner(self.config)
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows = batch.to_dict("records")
+    def process(self, tasks: list[SceneTask]) -> list[SceneTask]:
+        todo = [task for task in tasks if task.outcome is None]
+        if not todo:
+            return tasks
         start = time.perf_counter()
-        scenes = [Scene.from_dict(json.loads(row["scene"])) for row in rows]
         try:
-            results = self._caption(rows, scenes)
+            results = self._caption(todo)
         except Exception as exc:  # the batch's scenes fail with the reason; the job goes on
-            log.warning("captioning a batch of %d scenes failed: %s: %s", len(rows), type(exc).__name__, exc)
-            results = [CaptionResult(scene.key, error=f"caption: {type(exc).__name__}: {exc}") for scene in scenes]
-        per_scene = (time.perf_counter() - start) / max(1, len(rows))
-        return pd.DataFrame([outcome_row(r, s, res, per_scene) for r, s, res in zip(rows, scenes, results, strict=True)])
+            log.warning("captioning a batch of %d scenes failed: %s: %s", len(todo), type(exc).__name__, exc)
+            results = [CaptionResult(task.scene.key, error=f"caption: {type(exc).__name__}: {exc}") for task in todo]
+        per_scene = (time.perf_counter() - start) / len(todo)
+        for task, result in zip(todo, results, strict=True):
+            decide(task, result, per_scene)
+        return tasks
 
-    def _caption(self, rows: list[Row], scenes: list[Scene]) -> list[CaptionResult]:
-        inputs = [SceneInput.from_scene(scene) for scene in scenes]
-        if self.captioner.config.strategy == "joint":
-            requests = [ChatRequest(**json.loads(row["request"])) for row in rows]
-            return caption_joint(self.captioner, inputs, requests)
-        return self.captioner.caption(inputs)
+    def _caption(self, tasks: list[SceneTask]) -> list[CaptionResult]:
+        with local_inputs([task.scene for task in tasks]) as inputs:
+            if self.config.strategy == "joint":
+                return caption_joint(self.captioner, inputs, [task.request for task in tasks])
+            return self.captioner.caption(inputs)
+
+
+# What vLLM is asked for a scene that already has its outcome: every row must pass the processor.
+_NOTHING = ChatRequest([{"role": "user", "content": [{"type": "text", "text": "-"}]}], {"type": "object"}, 1)
 
 
 def vllm_caption(scenes: Any, config: CaptionerConfig) -> Any:
-    """The VLM stage on vLLM: ``ray.data.llm``'s processor between our request and judge rows."""
+    """The VLM stage on vLLM: ``ray.data.llm``'s processor between our tasks and the judge.
+
+    Tasks ride through the processor as they ride between stages, pickled (``pipelines.scheduling``)."""
     from ray.data.llm import build_processor
 
     from captioning.engines import vllm_engine
 
-    carried = ("key", "video_id", "scene", "seconds_frames")
     info = {
         "engine": "vllm",
         "model": config.model,
@@ -241,39 +215,29 @@ def vllm_caption(scenes: Any, config: CaptionerConfig) -> Any:
         "strategy": config.strategy,
     }
 
-    def preprocess(row: Row) -> Row:
-        request = vllm_engine.request_row(ChatRequest(**json.loads(row["request"])), 0)
-        return {**vllm_engine.preprocess(request), **{name: row[name] for name in carried}}
+    def preprocess(row: dict[str, Any]) -> dict[str, Any]:
+        task: SceneTask = task_of(row)
+        request = vllm_engine.request_row(task.request if task.outcome is None else _NOTHING, 0)
+        return {**vllm_engine.preprocess(request), "task": row["task"]}
 
-    def postprocess(row: Row) -> Row:
-        return {**vllm_engine.postprocess(row), **{name: row[name] for name in carried}}
+    def postprocess(row: dict[str, Any]) -> dict[str, Any]:
+        return {**vllm_engine.postprocess(row), "task": row["task"]}
 
-    def judge(row: Row) -> Row:
+    def judge(row: dict[str, Any]) -> dict[str, Any]:
+        task: SceneTask = task_of(row)
+        if task.outcome is not None:
+            return {"task": row["task"]}
         start = time.perf_counter()
-        scene = Scene.from_dict(json.loads(row["scene"]))
         if row["error"]:
-            result = CaptionResult(row["key"], error=f"engine: vllm: {row['error']}", tries=1)
+            result = CaptionResult(task.scene.key, error=f"engine: vllm: {row['error']}", tries=1)
         else:
             try:
-                result = judge_answer(SceneInput.from_scene(scene), row["text"], config, info)
+                result = judge_answer(SceneInput.from_scene(task.scene), row["text"], config, info)
             except Exception as exc:
-                result = CaptionResult(row["key"], error=f"caption: {type(exc).__name__}: {exc}", tries=1)
-        return outcome_row(row, scene, result, time.perf_counter() - start)
+                result = CaptionResult(task.scene.key, error=f"caption: {type(exc).__name__}: {exc}", tries=1)
+        decide(task, result, time.perf_counter() - start)
+        return {"task": pickle.dumps(task)}
 
     engine = vllm_engine.VllmEngine(config.model, config.vllm)
     processor = build_processor(engine.processor_config(), preprocess=preprocess, postprocess=postprocess)
     return processor(scenes).map(judge)
-
-
-def record_stage(row: Row, output: str) -> Row:
-    """Publish the scene's caption outcome; from now on a rerun leaves this scene alone."""
-    record = {
-        "key": row["key"],
-        "video_id": row["video_id"],
-        "sample": json.loads(row["sample"]) if row["sample"] else None,
-        "error": row["error"] or None,
-        "tries": int(row["tries"]),
-        "seconds": {"frames": float(row["seconds_frames"]), "caption": float(row["seconds_caption"])},
-    }
-    write_json_atomic(caption_record_path(output, row["key"]), record)
-    return {"key": row["key"], "ok": record["sample"] is not None, "error": row["error"]}
