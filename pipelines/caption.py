@@ -41,7 +41,7 @@ from pipelines.config import PipelineConfig, load_config
 from pipelines.ledger import Ledger, scenes_of
 from pipelines.models import stand_in_model_dir
 from pipelines.packing import pack
-from pipelines.report import render_report
+from pipelines.report import write_report
 from pipelines.scheduling import from_tasks, rows, schedule, task_of, tasks_of
 from pipelines.stages import CaptionStage, FramesStage, SceneTask, captionable, vllm_caption
 
@@ -317,7 +317,13 @@ def scene_table(videos: pa.Table) -> pa.Table:
 
 
 def finish(
-    output: str, uris: list[str], config: PipelineConfig, start: float, started_ns: int, connect: Callable[[], None]
+    output: str,
+    uris: list[str],
+    config: PipelineConfig,
+    stand_in: bool,
+    start: float,
+    started_ns: int,
+    connect: Callable[[], None],
 ) -> dict[str, Any]:
     """Shards, manifests, summary and report from the whole ledger of this output, with columnar
     reads of a few objects. ``start`` (``time.perf_counter()``) and ``started_ns`` (``time.time_ns()``)
@@ -364,14 +370,10 @@ def finish(
     summary = summarize(videos, scenes, caption_of, captions, shard_of, started_ns)
     summary["this_run"]["shards_written"] = shards_written
     summary["this_run"]["wall_time_s"] = time.perf_counter() - start
-    packed = sorted(key for key in shard_of)[: config.report.max_scenes]
-    samples = ledger.samples(packed)
-    summary["captioner"] = json.loads(samples[packed[0]]).get("captioner", {}) if packed else {}
+    packed = min(shard_of, default=None)
+    summary["captioner"] = json.loads(ledger.samples([packed])[packed]).get("captioner", {}) if packed else {}
     store.write_text("summary.json", json.dumps(summary, indent=2))
-    clip_of = {s["key"]: s["clip_path"] for s in scenes}
-    shown = [(json.loads(samples[key]), clip_of[key]) for key in packed]
-    failed_inputs = sorted(summary["failed_inputs"].items())
-    render_report(store, shown, failed_inputs + scene_failures, summary, config.report)
+    write_report(store, ledger, summary, config.report, stand_in)
     return summary
 
 
@@ -485,7 +487,7 @@ def run(
         if plan.to_curate or plan.to_caption:
             connect()
             caption_all(store.url, plan, config, stand_in)
-        return finish(store.url, uris, config, start, started_ns, connect)
+        return finish(store.url, uris, config, stand_in, start, started_ns, connect)
     finally:
         connect.close()
 

@@ -8,6 +8,7 @@ embedded as base64 JPEG, so the page can be mailed or copied anywhere.
 from __future__ import annotations
 
 import html
+import json
 import logging
 from typing import Any
 
@@ -113,3 +114,15 @@ def render_report(
     parts += [_scene_html(sample, clip, config) for sample, clip in shown]
     parts.append("</body></html>")
     store.write_text("report.html", "".join(parts))
+
+
+def write_report(store: Store, ledger: Any, summary: dict[str, Any], config: ReportConfig, stand_in: bool) -> None:
+    """``report.html`` from the manifests and summary already in ``store`` and the ledger's samples."""
+    import pyarrow.parquet as pq
+
+    scenes = pq.read_table(store.path("manifests/scenes.parquet"), filesystem=store.fs).to_pylist()
+    packed = sorted((s for s in scenes if s["shard"]), key=lambda s: s["key"])[: config.max_scenes]
+    samples = ledger.samples([s["key"] for s in packed])
+    shown = [(json.loads(samples[s["key"]]), s["clip_path"]) for s in packed]
+    failures = sorted(summary["failed_inputs"].items()) + [(s["key"], s["error"]) for s in scenes if s["status"] != "ok"]
+    render_report(store, shown, failures, summary, config)
