@@ -40,7 +40,7 @@ from curation.types import Scene, printable_uri, video_id_for
 from pipelines.config import PipelineConfig, load_config
 from pipelines.ledger import Ledger, scenes_of
 from pipelines.models import stand_in_model_dir
-from pipelines.packing import pack
+from pipelines.packing import pack, write_on_ray
 from pipelines.report import write_report
 from pipelines.scheduling import from_tasks, rows, schedule, task_of, tasks_of
 from pipelines.stages import CaptionStage, FramesStage, SceneTask, captionable, vllm_caption
@@ -348,7 +348,8 @@ def finish(
         for s in scenes
         if s["key"] in caption_of and caption_of[s["key"]]["error"] is None and s["status"] == "ok"
     ]
-    shard_of, shards_written = pack(store, ledger, ready, config.shards, config.resources.shards_cpus, connect)
+    write = write_on_ray(store.url, config.resources.shards_cpus, connect)
+    shard_of, shards_written = pack(store, ledger, ready, config.shards, write)
     ledger.compact("shards")
 
     scene_failures = []

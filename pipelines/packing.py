@@ -122,25 +122,38 @@ def pack(
     ledger: Ledger,
     ready: list[tuple[str, str, int]],
     config: ShardConfig,
-    cpus: float,
-    connect: Callable[[], None],
+    write: Callable[[list[ShardTask]], list[int]],
 ) -> tuple[dict[str, str], int]:
-    """Pack the ``(key, clip uri, clip bytes)`` samples that no shard holds yet, in Ray tasks
-    (``connect`` joins Ray); returns ``key -> shard`` of every packed scene and how many shards
-    this call wrote."""
+    """Pack the ``(key, clip uri, clip bytes)`` samples that no shard holds yet; ``write`` runs
+    :func:`write_planned_shard` on each task (:func:`write_here`, or Ray tasks). Returns
+    ``key -> shard`` of every packed scene and how many shards this call wrote."""
     shard_of = published_shards(store, ledger)
     new = [(key, clip, size) for key, clip, size in ready if key not in shard_of]
     samples = ledger.samples([key for key, _, _ in new])
     entries = [(PackEntry(key, clip, samples[key]), size) for key, clip, size in new]
     tasks = plan_shards(entries, config, {shard_index(name) for name in set(shard_of.values())})
     if tasks:
-        connect()
-        written = from_tasks(tasks, blocks=len(tasks)).map(_write_row, fn_kwargs={"output": store.url}, num_cpus=cpus)
-        done = written.take_all()
-        log.info("shards: %d written (%d samples), %d already complete", len(done), sum(r["samples"] for r in done), len(set(shard_of.values())))
+        counts = write(tasks)
+        log.info("shards: %d written (%d samples), %d complete before", len(tasks), sum(counts), len(set(shard_of.values())))
         for task in tasks:
             shard_of.update({entry.key: shard_name(task.index) for entry in task.entries})
     return shard_of, len(tasks)
+
+
+def write_here(output: str) -> Callable[[list[ShardTask]], list[int]]:
+    """Write shards one after another in this process."""
+    return lambda tasks: [write_planned_shard(task, output) for task in tasks]
+
+
+def write_on_ray(output: str, cpus: float, connect: Callable[[], None]) -> Callable[[list[ShardTask]], list[int]]:
+    """Write shards in parallel Ray tasks of ``cpus`` each (``connect`` joins Ray first)."""
+
+    def write(tasks: list[ShardTask]) -> list[int]:
+        connect()
+        written = from_tasks(tasks, blocks=len(tasks)).map(_write_row, fn_kwargs={"output": output}, num_cpus=cpus)
+        return [row["samples"] for row in written.take_all()]
+
+    return write
 
 
 def _write_row(row: dict[str, Any], output: str) -> dict[str, Any]:
