@@ -17,83 +17,35 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import json
 import logging
 import os
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from dataclasses import dataclass
+from typing import Any
 
 from captioning.engines import EngineUnavailable, check_engine
 from captioning.schema import Limits
 from curation.inputs import discover_inputs
-from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA
 from curation.run import CurateStage, VideoRecord, VideoTask
 from curation.stage import Resources
 from curation.store import Store
-from curation.types import Scene, printable_uri, video_id_for
+from pipelines.bookkeeping import JobError, WorkPlan, finish, plan_work
 from pipelines.config import PipelineConfig, load_config
-from pipelines.ledger import Ledger, scenes_of
+from pipelines.ledger import Ledger
 from pipelines.models import stand_in_model_dir
-from pipelines.packing import pack, write_on_ray
-from pipelines.report import write_report
+from pipelines.packing import write_on_ray
 from pipelines.scheduling import from_tasks, rows, schedule, task_of, tasks_of
 from pipelines.stages import CaptionStage, FramesStage, SceneTask, captionable, vllm_caption
 
 log = logging.getLogger("pipelines.caption")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
-# scenes.parquet as DESIGN.md lays it out, plus how many VLM answers each caption took.
-PIPELINE_SCENES_SCHEMA = SCENES_SCHEMA.append(pa.field("caption_tries", pa.int64()))
 # The stand-in's answers are noise, so short ones do; they also keep the offline demo quick.
 STAND_IN_LIMITS = Limits(max_characters=4, global_chars=100, shot_chars=60, camera_chars=24, description_chars=40)
 # Finished work is recorded in a ledger part per this many videos or scenes, or this often.
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 30.0
-
-
-class JobError(RuntimeError):
-    """The job itself is broken (as opposed to some inputs or scenes failing)."""
-
-
-@dataclass
-class WorkPlan:
-    """What this run must do; everything else is already in the ledger."""
-
-    to_curate: list[str] = field(default_factory=list)
-    to_caption: list[Scene] = field(default_factory=list)
-
-
-def plan_work(ledger: Ledger, uris: list[str], retry_failed: bool) -> WorkPlan:
-    """Read from the ledger with a few columnar reads, whatever the number of inputs."""
-    plan = WorkPlan()
-    videos = ledger.read("videos", ["status", "scenes"])
-    status = dict(zip(videos["video_id"].to_pylist(), videos["status"].to_pylist(), strict=True))
-    for uri in uris:
-        recorded = status.get(video_id_for(uri))
-        if recorded is None or (retry_failed and recorded != "ok"):
-            plan.to_curate.append(uri)
-    redo = set(plan.to_curate)
-    captions = ledger.read("captions", ["error"])
-    done = dict(zip(captions["key"].to_pylist(), captions["error"].to_pylist(), strict=True))
-    wanted = {video_id_for(uri) for uri in uris if uri not in redo}
-    needed: dict[str, set[str]] = {}
-    for scene in scene_table(videos).select(["key", "video_id", "status", "clip_path"]).to_pylist():
-        if scene["video_id"] not in wanted or scene["status"] != "ok" or scene["clip_path"] is None:
-            continue
-        if scene["key"] not in done or (retry_failed and done[scene["key"]] is not None):
-            needed.setdefault(scene["video_id"], set()).add(scene["key"])
-    if needed:
-        rows = ledger.read("videos", ["uri_bytes", "scenes", "scene_source_frames"])
-        rows = rows.filter(pc.is_in(rows["video_id"], pa.array(sorted(needed))))
-        for row in rows.to_pylist():
-            plan.to_caption += [s for s in scenes_of(row) if s.key in needed[row["video_id"]]]
-    return plan
 
 
 def resolve_model(config: PipelineConfig) -> bool:
@@ -224,7 +176,6 @@ def record_videos(batch: dict[str, Any], writer: Any) -> dict[str, list[Any]]:
 
 def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in: bool, writer: Any) -> Any:
     """The streaming Ray Data graph; its rows are the scenes' tasks with their outcomes."""
-    import ray.data
 
     res, captioning = config.resources, config.captioning
     parts = []
@@ -304,135 +255,6 @@ def caption_all(output: str, plan: WorkPlan, config: PipelineConfig, stand_in: b
     ledger.write_captions(pending)
 
 
-def reason_of(error: str) -> str:
-    """The kind of a failure, for counting: the message up to its details."""
-    return error.split(":")[0].split(" (")[0].strip()
-
-
-def scene_table(videos: pa.Table) -> pa.Table:
-    """The scenes nested in ``videos`` ledger rows, one row each."""
-    if videos.num_rows == 0:
-        return pa.table({name: pa.array([], type) for name, type in zip(SCENES_SCHEMA.names, SCENES_SCHEMA.types)} | {"clip_bytes": pa.array([], pa.int64())})
-    return pa.Table.from_struct_array(pc.list_flatten(videos["scenes"]))
-
-
-def finish(
-    output: str,
-    uris: list[str],
-    config: PipelineConfig,
-    stand_in: bool,
-    start: float,
-    started_ns: int,
-    connect: Callable[[], None],
-) -> dict[str, Any]:
-    """Shards, manifests, summary and report from the whole ledger of this output, with columnar
-    reads of a few objects. ``start`` (``time.perf_counter()``) and ``started_ns`` (``time.time_ns()``)
-    mark this run's beginning, for the summary; ``connect`` joins Ray when shards are to be written."""
-    store = Store(output)
-    ledger = Ledger(store)
-    for table in ("videos", "captions"):
-        ledger.compact(table)
-    videos = ledger.read("videos", [*VIDEOS_SCHEMA.names, "seconds", "shots", "scenes"])
-    missing = {video_id_for(uri) for uri in uris} - set(videos["video_id"].to_pylist())
-    if missing:
-        raise JobError(f"{len(missing)} inputs have no curation record after the run, e.g. {sorted(missing)[0]}")
-    captions = ledger.read("captions", ["error", "tries", "seconds_frames", "seconds_caption"])
-    caption_of = {row["key"]: row for row in captions.to_pylist()}
-
-    scenes = scene_table(videos).to_pylist()
-    for scene in scenes:
-        if scene["status"] == "ok" and scene["clip_path"] is not None and scene["key"] not in caption_of:
-            raise JobError(f"scene {scene['key']}: no caption record after the run")
-    ready = [
-        (s["key"], s["clip_path"], s["clip_bytes"])
-        for s in scenes
-        if s["key"] in caption_of and caption_of[s["key"]]["error"] is None and s["status"] == "ok"
-    ]
-    write = write_on_ray(store.url, config.resources.shards_cpus, connect)
-    shard_of, shards_written = pack(store, ledger, ready, config.shards, write)
-    ledger.compact("shards")
-
-    scene_failures = []
-    for scene in scenes:
-        caption = caption_of.get(scene["key"])
-        if caption is not None:
-            scene["caption_tries"] = caption["tries"]
-            if caption["error"] is not None:
-                scene["status"], scene["error"] = "failed", f"caption: {caption['error']}"
-        scene["shard"] = shard_of.get(scene["key"])
-        del scene["clip_bytes"]
-        if scene["status"] != "ok":
-            scene_failures.append((scene["key"], scene["error"]))
-    store.write_parquet("manifests/videos.parquet", videos.select(VIDEOS_SCHEMA.names).cast(VIDEOS_SCHEMA))
-    shots = pa.Table.from_struct_array(pc.list_flatten(videos["shots"])) if videos.num_rows else SHOTS_SCHEMA.empty_table()
-    store.write_parquet("manifests/shots.parquet", shots.cast(SHOTS_SCHEMA))
-    store.write_parquet("manifests/scenes.parquet", pa.Table.from_pylist(scenes, schema=PIPELINE_SCENES_SCHEMA))
-
-    summary = summarize(videos, scenes, caption_of, captions, shard_of, started_ns)
-    summary["this_run"]["shards_written"] = shards_written
-    summary["this_run"]["wall_time_s"] = time.perf_counter() - start
-    packed = min(shard_of, default=None)
-    summary["captioner"] = json.loads(ledger.samples([packed])[packed]).get("captioner", {}) if packed else {}
-    store.write_text("summary.json", json.dumps(summary, indent=2))
-    write_report(store, ledger, summary, config.report, stand_in)
-    return summary
-
-
-def summarize(
-    videos: pa.Table,
-    scenes: list[dict[str, Any]],
-    caption_of: dict[str, dict[str, Any]],
-    captions: pa.Table,
-    shard_of: dict[str, str],
-    started_ns: int,
-) -> dict[str, Any]:
-    """The figures of ``summary.json``: the whole output's, and under ``this_run`` the work
-    recorded since ``started_ns``."""
-    rows = videos.select(["video_id", "uri", "status", "error", "duration_s", "seconds", "written_ns"]).to_pylist()
-    failed_inputs = {r["uri"]: r["error"] for r in rows if r["status"] != "ok"}
-    samples = [s for s in scenes if s["key"] in shard_of]
-    failures = [s for s in scenes if s["status"] != "ok"]
-    new_videos = [r for r in rows if r["written_ns"] >= started_ns]
-    new_captions = [c for c in captions.select(["key", "error", "written_ns", "seconds_frames", "seconds_caption"]).to_pylist()
-                    if c["written_ns"] >= started_ns]
-    tiers = sorted({s["tier"] for s in samples})
-
-    def seconds(video_rows: list[dict[str, Any]], caption_rows: list[dict[str, Any]]) -> dict[str, float]:
-        total: Counter[str] = Counter()
-        for row in video_rows:
-            total.update(json.loads(row["seconds"]))
-        for row in caption_rows:
-            total.update({"frames": row["seconds_frames"], "caption": row["seconds_caption"]})
-        return dict(total)
-
-    return {
-        "inputs": len(rows),
-        "inputs_ok": len(rows) - len(failed_inputs),
-        "inputs_failed": len(failed_inputs),
-        "failures_by_reason": dict(Counter(reason_of(e) for e in failed_inputs.values())),
-        "failed_inputs": failed_inputs,
-        "scenes": len(scenes),
-        "samples": len(samples),
-        "scenes_by_tier": dict(Counter(s["tier"] for s in samples)),
-        "scenes_failed": len(failures),
-        "scene_failures_by_reason": dict(Counter(reason_of(s["error"] or "") for s in failures)),
-        "shards": len(set(shard_of.values())),
-        "hours_in": sum(r["duration_s"] for r in rows if r["status"] == "ok") / 3600,
-        # Tiers are cut independently, so the same footage can be in a 5 s and a 15 s scene:
-        # hours out can exceed hours in.
-        "hours_out": sum(s["num_frames"] / s["fps"] for s in samples) / 3600,
-        "hours_out_by_tier": {t: sum(s["num_frames"] / s["fps"] for s in samples if s["tier"] == t) / 3600 for t in tiers},
-        "stage_seconds": seconds(rows, list(caption_of.values())),
-        "this_run": {
-            "videos_curated": len(new_videos),
-            "videos_failed": sum(r["status"] != "ok" for r in new_videos),
-            "stage_seconds": seconds(new_videos, new_captions),
-            "scenes_captioned": sum(c["error"] is None for c in new_captions),
-            "scenes_failed": sum(c["error"] is not None for c in new_captions),
-        },
-    }
-
-
 def summary_table(summary: dict[str, Any]) -> str:
     run = summary["this_run"]
     total, now = summary["stage_seconds"], run["stage_seconds"]
@@ -466,7 +288,7 @@ def run(
     """Run the job; returns the summary. Raises ``JobError`` (or anything Ray raises) when broken.
 
     ``output`` is a local folder or any fsspec URL; everything the job writes goes there."""
-    start, started_ns = time.perf_counter(), time.time_ns()
+    started = time.perf_counter(), time.time_ns()
     store = Store(output)
     uris = discover_inputs(source, limit)
     if not uris:
@@ -488,7 +310,8 @@ def run(
         if plan.to_curate or plan.to_caption:
             connect()
             caption_all(store.url, plan, config, stand_in)
-        return finish(store.url, uris, config, stand_in, start, started_ns, connect)
+        write_shards = write_on_ray(store.url, config.resources.shards_cpus, connect)
+        return finish(store, uris, config, stand_in, started, write_shards)
     finally:
         connect.close()
 

@@ -10,7 +10,6 @@ Tasks are plain Python objects; Ray Data carries them pickled, so nothing is re-
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import pickle
 import time

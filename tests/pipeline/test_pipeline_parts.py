@@ -14,7 +14,7 @@ from curation.run import CurateStage, VideoTask, curate_video
 from curation.shards import SampleMeta, read_shard, shard_name
 from curation.stage import Resources, run_locally
 from curation.store import Store, local_copy
-from pipelines.caption import plan_work, reason_of
+from pipelines.bookkeeping import plan_work, reason_of
 from pipelines.config import ShardConfig, load_config
 from pipelines.ledger import Ledger
 from pipelines.packing import PackEntry, pack, plan_shards, write_here
