@@ -15,7 +15,6 @@ Without --input, sample videos are generated as ``python -m curation sample`` ma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -24,9 +23,9 @@ from pathlib import Path
 import av
 
 from curation.__main__ import main as curation_cli
+from curation.inputs import discover_inputs
+from curation.run import clips_step, probe_step, scenes_step
 from pipelines.config import load_config
-from pipelines.inputs import discover_inputs
-from pipelines.stages import clips_stage, probe_stage, shots_stage, video_row
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "default.yaml"
 
@@ -60,23 +59,22 @@ def main() -> None:
         seconds = {"probe": 0.0, "shots": 0.0, "clips": 0.0, "decode": 0.0}
         video_s = 0.0
         for uri in uris:
-            row = video_row(uri)
-            for name, stage in (
-                ("probe", lambda r: probe_stage(r, tmp, config)),
-                ("shots", lambda r: shots_stage(r, config)),
-                ("clips", lambda r: clips_stage(r, tmp, config)),
-            ):
-                start = time.process_time()
-                row = stage(row)
-                seconds[name] += time.process_time() - start
+            start = time.process_time()
+            record = probe_step(uri, uri, config)
+            seconds["probe"] += time.process_time() - start
+            start = time.process_time()
+            scenes_step(record, uri, config)
+            seconds["shots"] += time.process_time() - start
+            start = time.process_time()
+            clips_step(record, uri, tmp, config)
+            seconds["clips"] += time.process_time() - start
             start = time.process_time()
             decode_only(uri)
             seconds["decode"] += time.process_time() - start
-            record = json.loads(row["record"])
-            info, scenes = record["info"], record["scenes"]
-            video_s += info["duration_s"]
-            print(f"{Path(uri).name}: {info['duration_s']:.1f} s of {info['width']}x{info['height']} @ {info['fps']:g} fps, "
-                  f"{len(scenes)} scenes, {sum(s['num_frames'] for s in scenes)} clip frames")
+            info, scenes = record.info, record.scenes
+            video_s += info.duration_s
+            print(f"{Path(uri).name}: {info.duration_s:.1f} s of {info.width}x{info.height} @ {info.fps:g} fps, "
+                  f"{len(scenes)} scenes, {sum(s.num_frames for s in scenes)} clip frames")
 
     stages = seconds["probe"] + seconds["shots"] + seconds["clips"]
     clip = config.clips
