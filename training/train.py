@@ -31,6 +31,7 @@ from torch.distributed.tensor import DTensor
 from holocine_model import FlowEulerSampler, ShotLayout, WanDiT, get_config, load_checkpoint
 
 from . import checkpointing
+from .cache import check_span_rule
 from .config import OptimConfig, TrainConfig, add_config_arguments, argument_parser, config_to_dict, load_config
 from .data import (
     BatchIterator,
@@ -160,6 +161,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         log.info("no checkpoint in %s to resume from: starting at step 0", checkpoints)
 
     urls = expand_shards(config.data.shards)
+    check_span_rule(urls)
     # On the latent cache the encoders are only needed to decode validation videos.
     videos = bool(config.validation.every and config.validation.write_video)
     encoders = None
