@@ -68,7 +68,8 @@ class FlowEulerSampler:
         sigmas = shifted_sigmas(self.num_steps, self.shift).tolist()
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
             timestep = sigma * NUM_TRAIN_TIMESTEPS
-            expert = low_noise_model if low_noise_model is not None and timestep < self.boundary * NUM_TRAIN_TIMESTEPS else model
+            low_noise = low_noise_model is not None and timestep < self.boundary * NUM_TRAIN_TIMESTEPS
+            expert = low_noise_model if low_noise else model
             t = torch.full((shape[0],), timestep, device=device)
             v = expert(x.to(dtype), t, text_states, text_mask, layout).float()
             if guided:

@@ -161,13 +161,15 @@ class Generator:
             # Every span the prompt defines, as HoloCine passes them (compat mode's padding reads them all).
             layout = ShotLayout(layout.shot_ids, [list(spans.global_span)], [[list(s) for s in spans.shot_spans]])
         text, mask = self._encode(tokens)
-        negative, negative_mask = self._encode(tokenize_prompt(self.encoders.tokenizer, cfg.negative_prompt, cfg.text_len))
+        negative_tokens = tokenize_prompt(self.encoders.tokenizer, cfg.negative_prompt, cfg.text_len)
+        negative, negative_mask = self._encode(negative_tokens)
 
         vae = self.encoders.vae.config
         spatial = getattr(vae, "scale_factor_spatial", 8)
         if cfg.height % (2 * spatial) or cfg.width % (2 * spatial):
             raise ValueError(f"height and width must be multiples of {2 * spatial}, got {cfg.height}x{cfg.width}")
-        shape = (1, self.encoders.latent_channels, (cfg.num_frames - 1) // 4 + 1, cfg.height // spatial, cfg.width // spatial)
+        latent_frames = (cfg.num_frames - 1) // 4 + 1
+        shape = (1, self.encoders.latent_channels, latent_frames, cfg.height // spatial, cfg.width // spatial)
         sampler = FlowEulerSampler(cfg.steps, cfg.shift, cfg.guidance, cfg.boundary)
         with torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext():
             latents = sampler.sample(self.model, shape, text, mask, layout, negative, negative_mask, seed=cfg.seed,
@@ -220,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     cuts.add_argument("--cuts", type=_ints, metavar="F1,F2,...",
                       help="clip frames where shots 2..N start (default: the sample's, else equal shots)")
     cuts.add_argument("--frames-per-shot", type=_ints, metavar="N1,N2,...", help="each shot's length in frames")
-    parser.add_argument("--frames", type=int, help=f"clip length, 4k+1 (default: the sample's, else {defaults.num_frames})")
+    parser.add_argument("--frames", type=int,
+                        help=f"clip length, 4k+1 (default: the sample's, else {defaults.num_frames})")
     parser.add_argument("--height", type=int, default=defaults.height, help=f"default: {defaults.height}")
     parser.add_argument("--width", type=int, default=defaults.width, help=f"default: {defaults.width}")
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"default: {defaults.steps}")

@@ -85,7 +85,8 @@ def test_each_shot_cut_marker_belongs_to_the_shot_before_it(word_tokenizer):
 
 
 def test_tokens_straddling_a_boundary_go_to_the_earlier_span(sp_tokenizer):
-    prompt = "[global caption] a woman walks. This scene contains 2 shots.[per shot caption] medium shot of the woman [shot cut]close up of her face"
+    prompt = ("[global caption] a woman walks. This scene contains 2 shots.[per shot caption] medium shot of the woman "
+              "[shot cut]close up of her face")
     tokens = tokenize(sp_tokenizer, prompt)
     pieces = sp_tokenizer.convert_ids_to_tokens(tokens.input_ids)
     chars = char_spans(tokens.text)
@@ -103,7 +104,8 @@ def test_tokens_straddling_a_boundary_go_to_the_earlier_span(sp_tokenizer):
 def test_sentencepiece_pieces_carry_their_leading_space_into_the_next_span(sp_tokenizer):
     # With spaces, "▁[" of "[per shot caption]" covers " [": its space is the global span's last
     # character and its "[" shot 0's first, so it straddles and goes to the global span.
-    prompt = "[global caption] a woman walks. This scene contains 2 shots. [per shot caption] medium shot [shot cut] close up"
+    prompt = ("[global caption] a woman walks. This scene contains 2 shots. [per shot caption] medium shot "
+              "[shot cut] close up")
     tokens = tokenize(sp_tokenizer, prompt)
     pieces = sp_tokenizer.convert_ids_to_tokens(tokens.input_ids)
     (g0, g1), (s0, s1), (t0, t1) = tokens.spans.global_span, *tokens.spans.shot_spans
