@@ -40,6 +40,14 @@ _WHITESPACE = re.compile(r"\s+")
 Span = tuple[int, int]
 
 
+class ShotTruncatedError(ValueError):
+    """A shot has no token: the tokenizer's ``max_length`` cut its caption away."""
+
+    def __init__(self, missing: list[int], num_shots: int) -> None:
+        super().__init__(f"shot(s) {missing} of {num_shots} have no token (truncated away?)")
+        self.missing, self.num_shots = missing, num_shots
+
+
 def clean_prompt(text: str) -> str:
     """The text as Wan's umT5 wrapper cleans it before tokenizing (HTML entities, collapsed whitespace).
 
@@ -145,7 +153,7 @@ def char_spans(prompt: str) -> PromptSpans:
 def token_spans(offsets: Sequence[Sequence[int]], chars: PromptSpans) -> PromptSpans:
     """Token spans from a tokenizer's offset mapping over the cleaned prompt and its character spans.
 
-    Raises ``ValueError`` when a shot has no token (truncated away): its window would be empty.
+    Raises ``ShotTruncatedError`` when a shot has no token (truncated away): its window would be empty.
     """
     ordered = ([chars.global_span] if chars.global_span else []) + list(chars.shot_spans)
     members: list[list[int]] = [[] for _ in ordered]
@@ -159,7 +167,7 @@ def token_spans(offsets: Sequence[Sequence[int]], chars: PromptSpans) -> PromptS
     global_span = spans.pop(0) if chars.global_span else None
     missing = [i for i, span in enumerate(spans) if span is None]
     if missing:
-        raise ValueError(f"shot(s) {missing} of {len(spans)} have no token (truncated away?)")
+        raise ShotTruncatedError(missing, len(spans))
     return PromptSpans(global_span, tuple(spans))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from curation.prompt_format import clean_prompt, tokenize_prompt, truncate_prompt
+from curation.prompt_format import ShotTruncatedError, clean_prompt, tokenize_prompt, truncate_prompt
 
 __all__ = ["PromptTokenizer", "TokenizedPrompt", "clean_prompt", "truncate_prompt"]
 
@@ -33,8 +33,9 @@ class PromptTokenizer:
     def __call__(self, prompt: str, num_shots: int) -> TokenizedPrompt:
         try:
             tokens = tokenize_prompt(self.tokenizer, prompt, self.text_len)
-        except ValueError as error:
-            raise ValueError(f"{error} at {self.text_len} tokens (data.text_len)") from error
+        except ShotTruncatedError as error:
+            # One message whatever the shots: skipped samples are counted by message (data.SkipGuard).
+            raise ValueError(f"a shot caption was truncated away at {self.text_len} tokens (data.text_len)") from error
         spans = tokens.spans
         if spans.global_span is None:
             raise ValueError("prompt has no '[global caption]'")
