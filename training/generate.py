@@ -191,8 +191,12 @@ class Generator:
 def read_prompt(value: str) -> tuple[str, dict]:
     """The prompt of ``value`` (a string, a text file or a shard sample's JSON) and the sample's
     ``num_frames`` / ``shot_cut_frames`` when it is one."""
-    path = Path(value)
-    if len(value) < 4096 and path.is_file():
+    try:
+        is_file = Path(value).is_file()
+    except OSError:  # a prompt longer than a file name may be
+        is_file = False
+    if is_file:
+        path = Path(value)
         text = path.read_text()
         if path.suffix == ".json":
             sample = json.loads(text)

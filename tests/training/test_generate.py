@@ -11,7 +11,7 @@ import torch
 
 from curation.prompt_format import render_prompt
 from holocine_model import WanDiT, get_config, save_checkpoint
-from training.generate import GenerateConfig, Generator, main, nearest_4k_plus_1, resolve_cuts
+from training.generate import GenerateConfig, Generator, main, nearest_4k_plus_1, read_prompt, resolve_cuts
 
 PROMPT = render_prompt("abstract blue patterns drifting.", ["red moving textures", "green textures", "wide orange"])
 TINY = dict(preset="tiny", encoders="tiny", num_frames=21, height=32, width=32, steps=2)
@@ -62,6 +62,21 @@ def test_a_shard_sample_json_gives_prompt_frames_and_cuts(tmp_path):
           "--out", str(out)])
     assert frame_count(out) == 17
     assert json.loads(out.with_suffix(".json").read_text())["shot_cut_frames"] == [5, 9]
+
+
+def test_checkpoints_load_from_the_wan_and_the_diffusers_layouts(tmp_path):
+    torch.manual_seed(2)
+    model = WanDiT(get_config("tiny"))
+    save_checkpoint(model, tmp_path / "wan.safetensors", layout="wan")
+    save_checkpoint(model, tmp_path / "diffusers.safetensors", layout="diffusers")
+    for name in ("wan", "diffusers"):
+        loaded = Generator(GenerateConfig(**TINY, checkpoint=str(tmp_path / f"{name}.safetensors"))).model
+        torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
+def test_a_long_prompt_string_is_not_taken_for_a_file():
+    long = render_prompt("a very long global caption " * 40, ["a shot"])
+    assert read_prompt(long) == (long, {})
 
 
 def test_a14b_low_noise_expert_runs_below_the_boundary(tmp_path):
