@@ -92,7 +92,7 @@ def parse_prompt(prompt: str) -> HoloCinePrompt:
     head, sep, shots = clean_prompt(prompt).partition(SHOTS_MARK)
     if not sep:
         raise ValueError(f"prompt has no {SHOTS_MARK!r}")
-    before, found, body = head.partition(GLOBAL_MARK)
+    _, found, body = head.partition(GLOBAL_MARK)
     if not found:
         raise ValueError(f"prompt has no {GLOBAL_MARK!r}")
     global_caption = clean_prompt(_SHOT_COUNT.sub(" ", body))
@@ -107,8 +107,8 @@ def count_shots(prompt: str) -> int:
 def truncate_prompt(prompt: str, num_shots: int) -> str:
     """The prompt of the first ``num_shots`` shots (a clip cut short to fit its bucket).
 
-    A prefix of the prompt with the shot-count sentence corrected: the tokens of the shots kept are
-    the same as in the full prompt (the count sentence has the same length while N < 10).
+    A prefix of the prompt with the shot-count sentence corrected, so the kept shots' text, and with
+    it their place in the token sequence, is as in the full prompt.
     """
     head, sep, shots = prompt.partition(SHOTS_MARK)
     if not sep:
