@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="clip frames where shots 2..N start (default: the sample's, else equal shots)")
     cuts.add_argument("--frames-per-shot", type=_ints, metavar="N1,N2,...", help="each shot's length in frames")
     parser.add_argument("--frames", type=int,
-                        help=f"clip length, 4k+1 (default: the sample's, else {defaults.num_frames})")
+                        help="clip length, 4k+1 (default: the sum of --frames-per-shot, else the sample's, "
+                             f"else {defaults.num_frames})")
     parser.add_argument("--height", type=int, default=defaults.height, help=f"default: {defaults.height}")
     parser.add_argument("--width", type=int, default=defaults.width, help=f"default: {defaults.width}")
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"default: {defaults.steps}")
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prompt, sample = read_prompt(args.prompt)
-    frames = args.frames or sample.get("num_frames") or GenerateConfig.num_frames
+    shot_total = sum(args.frames_per_shot) if args.frames_per_shot else None
+    frames = args.frames or shot_total or sample.get("num_frames") or GenerateConfig.num_frames
     if frames != nearest_4k_plus_1(frames):
         log.warning("--frames %d is not 4k+1: using %d", frames, nearest_4k_plus_1(frames))
         frames = nearest_4k_plus_1(frames)

@@ -64,6 +64,14 @@ def test_a_shard_sample_json_gives_prompt_frames_and_cuts(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["shot_cut_frames"] == [5, 9]
 
 
+def test_frames_per_shot_set_the_length_and_the_cuts(tmp_path):
+    out = tmp_path / "shots.mp4"
+    main(["--preset", "tiny", "--prompt", PROMPT, "--frames-per-shot", "9,4,8", "--height", "32", "--width", "32",
+          "--steps", "1", "--out", str(out)])
+    assert frame_count(out) == 21
+    assert json.loads(out.with_suffix(".json").read_text())["shot_cut_frames"] == [9, 13]
+
+
 def test_checkpoints_load_from_the_wan_and_the_diffusers_layouts(tmp_path):
     torch.manual_seed(2)
     model = WanDiT(get_config("tiny"))
