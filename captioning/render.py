@@ -1,33 +1,20 @@
 """HoloCine's prompt string and the shard sample's caption fields.
 
-HoloCine's format (its README and ``HoloCine_inference_*.py``)::
-
-    [global caption] {global} This scene contains {N} shots. [per shot caption] {shot 1} [shot cut] {shot 2} ...
+The format itself (render, parse, truncate, spans) lives in ``curation.prompt_format``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
+
+from curation.prompt_format import clean_prompt, render_prompt
 
 from .schema import Caption
 
-_SHOT_COUNT = re.compile(r"\s*This scene contains \d+ shots?\.\s*")
-_WHITESPACE = re.compile(r"\s+")
-
-
-def _clean(text: str) -> str:
-    return _WHITESPACE.sub(" ", text).strip()
-
 
 def holocine_prompt(global_caption: str, shot_captions: Sequence[str]) -> str:
-    """HoloCine's prompt; a shot-count sentence already in ``global_caption`` is replaced by the true one."""
-    if not shot_captions:
-        raise ValueError("a HoloCine prompt needs at least one shot caption")
-    body = _clean(_SHOT_COUNT.sub(" ", global_caption))
-    count = f"This scene contains {len(shot_captions)} shots."
-    shots = " [shot cut] ".join(_clean(text) for text in shot_captions)
-    return f"[global caption] {body} {count} [per shot caption] {shots}"
+    """HoloCine's prompt (``curation.prompt_format.render_prompt``, the format's one home)."""
+    return render_prompt(global_caption, shot_captions)
 
 
 def global_text(caption: Caption) -> str:
@@ -38,7 +25,7 @@ def global_text(caption: Caption) -> str:
     ``global_caption``; joining them here makes every introduction present and worded alike.
     """
     intros = [f"{tag} is {description.rstrip('.')}." for tag, description in caption.characters.items()]
-    return _clean(" ".join([*intros, caption.global_caption]))
+    return clean_prompt(" ".join([*intros, caption.global_caption]))
 
 
 def caption_prompt(caption: Caption) -> str:

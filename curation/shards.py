@@ -15,8 +15,9 @@ import webdataset as wds
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from curation.files import atomic_path
+from curation.prompt_format import CUT_MARK, count_shots
 
-SHOT_CUT = "[shot cut]"
+SHOT_CUT = CUT_MARK  # the name other modules import
 
 
 def shard_name(index: int) -> str:
@@ -75,7 +76,7 @@ class SampleMeta(BaseModel):
             raise ValueError("shot_cut_frames must be the start frames of shots 2..N")
         if any(frame % 4 != 1 for frame in self.shot_cut_frames):
             raise ValueError(f"cut frames {self.shot_cut_frames} are not all on the latent grid (f % 4 == 1)")
-        if self.prompt.count(SHOT_CUT) != len(self.shots) - 1:
+        if count_shots(self.prompt) != len(self.shots):
             raise ValueError(f"prompt has {self.prompt.count(SHOT_CUT)} '{SHOT_CUT}' for {len(self.shots)} shots")
         return self
 

@@ -23,7 +23,7 @@ Window cross-attention (clean definition, the default)
     ``holocine_compat``: the released pipeline (``model_fn_wan_video``) fills ``mask[s0:s1+1]`` for
     spans whose ``s1`` is already exclusive, so each span also shows the token right after it, and it
     lets every video token see the "padding" ``[max_end + 1, L)`` where ``max_end`` is the largest
-    span end. Compat mode reproduces that mask exactly (the released code uses a ``-1e4`` additive
+    span end over every span the prompt defines, also the spans of shots the video does not have. Compat mode reproduces that mask exactly (the released code uses a ``-1e4`` additive
     bias, which underflows to the same zero weight as our boolean mask).
 
 Self-attention backends, all computing the same function (the dense one is the reference):
@@ -59,8 +59,11 @@ class ShotLayout:
     shot_ids:     [B, F] long, shot index of every latent frame: 0 for the first shot, increasing by
                   one at each cut (shots are contiguous runs of latent frames).
     global_spans: [B, 2] long, ``[start, end)`` text-token span of the global caption, or None.
-    shot_spans:   [B, S_max, 2] long, ``[start, end)`` text-token span of each shot's caption; rows
-                  past a sample's shot count are ignored. Given together with ``global_spans``.
+    shot_spans:   [B, S_max, 2] long, ``[start, end)`` text-token span of each shot's caption, as many
+                  rows as the prompt defines (at least the video's shots; padding rows ``[0, 0]``).
+                  Rows past a sample's shot count are no shot's window; only compat mode reads them
+                  (HoloCine's padding starts after the largest span end the prompt defines).
+                  Given together with ``global_spans``.
 
     Keep layouts on the CPU: the backends plan their work from them on the host, once per forward.
     """
@@ -157,9 +160,10 @@ def text_window_mask(layout: ShotLayout, text_len: int, compat: bool = False) ->
     extra = 1 if compat else 0
     mask = ((pos >= gs) & (pos < ge + extra)) | ((pos >= ss) & (pos < se + extra))
     if compat:
-        num_shots = layout.shot_ids.max(dim=1).values + 1
-        used = torch.arange(rows)[None, :] < num_shots[:, None]
-        max_end = torch.maximum(layout.global_spans[:, 1], torch.where(used, layout.shot_spans[..., 1], 0).amax(1))
+        # HoloCine takes max_end over every span the prompt defines, also those of shots the video
+        # lacks (a 5-shot prompt over 3 shots): rows past the video's shots count here. Padding
+        # rows are [0, 0] and never raise it.
+        max_end = torch.maximum(layout.global_spans[:, 1], layout.shot_spans[..., 1].amax(1))
         mask |= (pos[None, :] >= (max_end + 1)[:, None])[:, None, :]
     return mask
 

@@ -3,6 +3,10 @@
 Flow matching in Wan's convention: ``x_sigma = (1 - sigma) * x0 + sigma * noise``, the model predicts
 the velocity ``noise - x0`` at timestep ``1000 * sigma``, and sampling integrates from sigma = 1 to 0.
 Wan's shift ``sigma' = shift * sigma / (1 + (shift - 1) * sigma)`` spends more steps at high noise.
+
+Wan2.2 A14B is a mixture of two experts: ``model`` (high noise) runs the steps whose timestep is at or
+above ``boundary * 1000`` and ``low_noise_model`` the rest, as Wan2.2 and HoloCine's pipeline switch
+(HoloCine's ``switch_DiT_boundary`` is 0.875).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class FlowEulerSampler:
     num_steps: int = 50
     shift: float = 5.0
     guidance_scale: float = 5.0
+    # A14B: timesteps (of 1000) below boundary * 1000 go to the low-noise expert.
+    boundary: float = 0.875
 
     @torch.no_grad()
     def sample(
@@ -44,12 +50,14 @@ class FlowEulerSampler:
         seed: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        low_noise_model: torch.nn.Module | None = None,
     ) -> torch.Tensor:
         """Sample latents of ``shape`` [B, C, F, H, W].
 
         Guidance runs when ``guidance_scale != 1`` and negative text states are given. The negative
         prompt has no shot captions, so by default it uses ``layout`` without text spans (full
         cross-attention, as HoloCine's pipeline does) with the same sparse self-attention.
+        With ``low_noise_model`` (Wan2.2 A14B), steps below ``boundary`` run on it instead of ``model``.
         """
         device = torch.device(device) if device is not None else text_states.device
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -59,10 +67,13 @@ class FlowEulerSampler:
             negative_layout = layout.without_text_spans()
         sigmas = shifted_sigmas(self.num_steps, self.shift).tolist()
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-            t = torch.full((shape[0],), sigma * NUM_TRAIN_TIMESTEPS, device=device)
-            v = model(x.to(dtype), t, text_states, text_mask, layout).float()
+            timestep = sigma * NUM_TRAIN_TIMESTEPS
+            low_noise = low_noise_model is not None and timestep < self.boundary * NUM_TRAIN_TIMESTEPS
+            expert = low_noise_model if low_noise else model
+            t = torch.full((shape[0],), timestep, device=device)
+            v = expert(x.to(dtype), t, text_states, text_mask, layout).float()
             if guided:
-                v_neg = model(x.to(dtype), t, negative_text_states, negative_text_mask, negative_layout).float()
+                v_neg = expert(x.to(dtype), t, negative_text_states, negative_text_mask, negative_layout).float()
                 v = v_neg + self.guidance_scale * (v - v_neg)
             x = x + (sigma_next - sigma) * v
         return x

@@ -5,7 +5,7 @@
 
 Each source shard becomes one cache shard of the same name (ranks take shards ``i % world == rank``),
 so the trainer's shard order, and with it the sample stream, is the same on cached and raw data.
-A cache sample is ``KEY.json`` (key, token spans) + ``KEY.safetensors``: normalised VAE latents
+A cache sample is ``KEY.json`` (key, token spans, the span rule) + ``KEY.safetensors``: normalised VAE latents
 (fp32), umT5 states trimmed to the prompt's tokens (in the encoder's dtype) and latent shot ids.
 Train on it with ``data.shards=[out/latents/*.tar]``; the bucket and encoders must match.
 """
@@ -24,12 +24,27 @@ from safetensors.torch import save as save_safetensors
 from curation.files import atomic_path
 
 from .config import TrainConfig, add_config_arguments, argument_parser, load_config
-from .data import SampleDecoder, ShardStream, SkipGuard, collate, decoded, expand_shards
+from .data import SampleDecoder, ShardStream, SkipGuard, _tar_samples, collate, decoded, expand_shards
 from .encoders import Encoders, load_encoders
 from .parallel import init_world
 from .prompt import PromptTokenizer
 
 log = logging.getLogger("training.cache")
+
+# The token-span rule the cached spans were computed with (curation.prompt_format: HoloCine's).
+# Caches written before it was recorded used another rule; training refuses them (check_span_rule).
+SPAN_RULE = "holocine"
+
+
+def check_span_rule(urls: list[str]) -> None:
+    """Raise if ``urls`` are a latent cache whose spans were computed with another rule (from its first sample)."""
+    first = next(_tar_samples(urls[0]), {}) if urls else {}
+    if "safetensors" not in first:
+        return  # raw shards: spans are computed now
+    rule = json.loads(first["json"]).get("span_rule")
+    if rule != SPAN_RULE:
+        raise ValueError(f"{urls[0]}: latent cache made with span rule {rule!r}, training uses {SPAN_RULE!r}; "
+                         "rebuild it with python -m training.cache")
 
 
 def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
@@ -43,7 +58,7 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
         "shot_ids": layout.shot_ids[index].contiguous(),
     }
     meta = {"key": batch["keys"][index], "global_span": layout.global_spans[index].tolist(),
-            "shot_spans": layout.shot_spans[index, :shots].tolist()}
+            "shot_spans": layout.shot_spans[index, :shots].tolist(), "span_rule": SPAN_RULE}
     return {"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": save_safetensors(tensors)}
 
 

@@ -116,6 +116,10 @@ class ValidationConfig:
     sample_steps: int = 30
     guidance_scale: float = 1.0
     write_video: bool = True
+    # Every N steps (0 = never) generate the validation samples from their prompts and cuts and log the
+    # share of requested cuts the shot detector finds (cut_accuracy, extra_cuts; training/validation_video.py).
+    transition_every: int = 0
+    transition_tolerance: int = 4  # frames between a requested and a detected cut
 
 
 @dataclass

@@ -31,6 +31,7 @@ from torch.distributed.tensor import DTensor
 from holocine_model import FlowEulerSampler, ShotLayout, WanDiT, get_config, load_checkpoint
 
 from . import checkpointing
+from .cache import check_span_rule
 from .config import OptimConfig, TrainConfig, add_config_arguments, argument_parser, config_to_dict, load_config
 from .data import (
     BatchIterator,
@@ -48,6 +49,7 @@ from .lora import apply_lora
 from .metrics import MetricsLogger
 from .parallel import World, all_mean, all_sum, barrier, init_world, shard_model
 from .prompt import PromptTokenizer
+from .validation_video import transition_validation
 from .video import write_mp4
 
 log = logging.getLogger("training")
@@ -160,8 +162,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         log.info("no checkpoint in %s to resume from: starting at step 0", checkpoints)
 
     urls = expand_shards(config.data.shards)
+    check_span_rule(urls)
     # On the latent cache the encoders are only needed to decode validation videos.
-    videos = bool(config.validation.every and config.validation.write_video)
+    videos = bool(config.validation.every and config.validation.write_video) or config.validation.transition_every > 0
     encoders = None
     if videos or not is_latent_cache(urls):
         encoders = load_encoders(config.encoders.source, world.device,
@@ -174,7 +177,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     skips = SkipGuard.from_config(config.data, skipped)
     batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips)
     val_batches = []
-    if config.validation.every:
+    if config.validation.every or config.validation.transition_every:
         val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples,
                                     SkipGuard.from_config(config.data))
 
@@ -213,6 +216,10 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             metrics.log(step, {"val_loss": validation_loss(runner, val_batches)})
             if config.validation.write_video:
                 sample_video(runner, val_batches[0], config, output / "samples" / f"step-{step:08d}.mp4", world)
+            last_log = time.perf_counter()
+        if config.validation.transition_every and step % config.validation.transition_every == 0:
+            folder = output / "samples" / "transitions" / f"step-{step:08d}"
+            metrics.log(step, transition_validation(runner, val_batches, config, folder, world))
             last_log = time.perf_counter()
         if step % config.checkpoint.every == 0 or step == config.optim.max_steps:
             checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, skips.skipped,

@@ -104,13 +104,16 @@ def test_text_window_mask_clean_and_released_compat():
     assert compat[1].nonzero().flatten().tolist() == [0, 1, 2, 3, 7, 8, 9, 10, 11, 12, 13, 14, 15]
 
 
-def test_text_window_mask_ignores_unused_span_rows_in_compat():
-    # Sample 0 has one shot; its second span row is filler and must not move the padding start.
+def test_compat_padding_starts_after_every_span_the_prompt_defines():
+    # Sample 0's video has one shot, its prompt two: HoloCine's max_end counts the second span (ends
+    # at 8), so padding opens at 9, not after shot 0's span. Zero rows (collate filler) count for nothing.
     layout = ShotLayout(torch.tensor([[0, 0], [0, 1]]), torch.tensor([[0, 2], [0, 2]]),
-                        torch.tensor([[[2, 4], [8, 9]], [[2, 4], [4, 6]]]))
-    mask = text_window_mask(layout, 10, compat=True)
-    assert mask[0, 0].nonzero().flatten().tolist() == list(range(10))
-    assert mask[1, 0].nonzero().flatten().tolist() == [0, 1, 2, 3, 4, 7, 8, 9]
+                        torch.tensor([[[2, 4], [6, 8], [0, 0]], [[2, 4], [4, 6], [0, 0]]]))
+    mask = text_window_mask(layout, 12, compat=True)
+    assert mask[0, 0].nonzero().flatten().tolist() == [0, 1, 2, 3, 4, 9, 10, 11]
+    assert mask[1, 0].nonzero().flatten().tolist() == [0, 1, 2, 3, 4, 7, 8, 9, 10, 11]
+    # The clean mask never shows another shot's span or padding, whatever the prompt defines.
+    assert text_window_mask(layout, 12)[0, 0].nonzero().flatten().tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("compat", [False, True])

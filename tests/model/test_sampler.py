@@ -71,3 +71,16 @@ def test_tiny_model_sampling_with_cfg_is_deterministic_per_seed():
     assert not torch.allclose(a, c)
     unguided = FlowEulerSampler(num_steps=3, guidance_scale=1.0).sample(model, (1, 4, 3, 4, 4), text, seed=1, **kwargs)
     assert not torch.allclose(a, unguided)
+
+
+def test_a14b_experts_switch_at_the_boundary():
+    """High-noise expert for timesteps >= boundary * 1000, low-noise below (Wan2.2 A14B, HoloCine's 0.875)."""
+    x0 = torch.randn(1, 4, 2, 4, 4)
+    high, low = ExactVelocity(x0), ExactVelocity(x0)
+    sampler = FlowEulerSampler(num_steps=10, shift=5.0, guidance_scale=1.0, boundary=0.875)
+    out = sampler.sample(high, x0.shape, torch.zeros(1, 5, 8), low_noise_model=low)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+    timesteps = (shifted_sigmas(10, 5.0)[:-1] * 1000).tolist()
+    assert [c[0].item() for c in high.calls] == pytest.approx([t for t in timesteps if t >= 875])
+    assert [c[0].item() for c in low.calls] == pytest.approx([t for t in timesteps if t < 875])
+    assert high.calls and low.calls

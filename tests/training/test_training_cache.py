@@ -1,10 +1,18 @@
-"""The latent cache: training on cached latents reproduces training on raw clips."""
+"""The latent cache: training on cached latents reproduces training on raw clips, with the same spans."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+import webdataset as wds
 from safetensors.torch import load as load_safetensors
 from webdataset import tariterators
 
+from training.cache import SPAN_RULE, check_span_rule
+from training.data import SampleDecoder
+from training.encoders import load_tokenizer
+from training.prompt import PromptTokenizer
 from training_helpers import losses, train
 
 
@@ -24,3 +32,22 @@ def test_training_on_the_cache_matches_training_on_clips(shards, cache, tmp_path
     assert raw.keys() == cached.keys() == {1, 2, 3, 4}
     for step in raw:
         assert abs(raw[step] - cached[step]) <= 1e-5 * raw[step]
+
+
+def test_cache_spans_follow_the_training_rule_and_stale_caches_are_refused(shards, cache, tmp_path):
+    cached = next(iter(tariterators.tarfile_samples([{"url": str(cache / "shard-000000.tar")}])))
+    raw = next(iter(tariterators.tarfile_samples([{"url": str(shards / "shard-000000.tar")}])))
+    meta = json.loads(cached["json"])
+    decoded = SampleDecoder((17, 32, 32), PromptTokenizer(load_tokenizer("tiny"), 512))(raw)
+    assert meta["span_rule"] == SPAN_RULE
+    assert meta["global_span"] == decoded["global_span"].tolist()
+    assert meta["shot_spans"] == decoded["shot_spans"].tolist()
+    check_span_rule([str(cache / "shard-000000.tar")])
+    check_span_rule([str(shards / "shard-000000.tar")])
+    # A cache written before the rule was recorded (spans by the old rule) is refused, not reused.
+    stale = tmp_path / "stale.tar"
+    del meta["span_rule"]
+    with wds.TarWriter(str(stale)) as writer:
+        writer.write({"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": cached["safetensors"]})
+    with pytest.raises(ValueError, match="span rule None"):
+        check_span_rule([str(stale)])

@@ -131,8 +131,9 @@ def test_sample_decoding_maps_cuts_to_latent_shots_and_spans(tmp_path):
     ids = sample["input_ids"].tolist()
     texts = [tokenizer.decode(ids[a:b]).replace(" ", "") for a, b in [sample["global_span"].tolist(), *sample["shot_spans"].tolist()]]
     assert texts[0].startswith("[globalcaption]abstract") and texts[0].endswith("contains3shots.")
-    assert texts[1] == "[pershotcaption]" + meta.shots[0].caption.replace(" ", "")
-    assert texts[2] == "[shotcut]" + meta.shots[1].caption.replace(" ", "")
+    # HoloCine's rule: each [shot cut] belongs to the shot before it.
+    assert texts[1] == "[pershotcaption]" + meta.shots[0].caption.replace(" ", "") + "[shotcut]"
+    assert texts[2] == meta.shots[1].caption.replace(" ", "") + "[shotcut]"
     assert sample["shot_spans"][-1, 1] < sample["attention_mask"].sum(), "the end-of-sequence token is in no span"
 
 
