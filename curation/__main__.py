@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     shots.add_argument("--config", help=config_help)
     shots.set_defaults(func=cmd_shots)
 
-    scenes = sub.add_parser("scenes", help="probe -> shots -> filters -> scenes -> clips for a folder")
-    scenes.add_argument("input_dir", help="folder of source videos")
-    scenes.add_argument("output_dir", help="folder for clips/ and manifests/ (created)")
+    scenes = sub.add_parser("scenes", help="probe -> shots -> filters -> scenes -> clips for a folder, in this process")
+    scenes.add_argument("input_dir", help="source videos: a folder, a file, a glob or a URL such as s3://bucket/prefix/")
+    scenes.add_argument("output_dir", help="where clips/ and manifests/ go: a folder (created) or a URL such as s3://bucket/out")
     scenes.add_argument("--config", help=config_help)
     scenes.add_argument(
         "--width", type=int, help=f"clip width in pixels (default: the config's clips.width, else {defaults.clips.width})"
