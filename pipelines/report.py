@@ -49,13 +49,14 @@ def reasons(messages: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.utf8_trim_whitespace(cut)
 
 
-def counts(values: pa.Array | pa.ChunkedArray) -> list[tuple[Any, int]]:
-    """(value, how many) of the non-null values, most frequent first (ties by value)."""
+def counts(values: pa.Array | pa.ChunkedArray, by_value: bool = False) -> list[tuple[Any, int]]:
+    """(value, how many) of the non-null values: most frequent first (ties by value), or a
+    histogram's order (``by_value``)."""
     if len(values) == 0:
         return []
     pairs = pc.value_counts(values).to_pylist()
     pairs = [(p["values"], p["counts"]) for p in pairs if p["values"] is not None]
-    return sorted(pairs, key=lambda p: (-p[1], str(p[0])))
+    return sorted(pairs, key=lambda p: p[0] if by_value else (-p[1], str(p[0])))
 
 
 def bar_table(pairs: list[tuple[Any, int]], header: tuple[str, str]) -> str:
@@ -116,17 +117,19 @@ def tier_figures(scenes: pa.Table) -> list[tuple[Any, ...]]:
     ]
 
 
-def index_html(
-    summary: dict[str, Any], videos: pa.Table, shots: pa.Table, scenes: pa.Table,
-    links: dict[str, list[str]], banner: str,
-) -> str:
-    """The index: figures, then links to every page."""
+def run_figures(summary: dict[str, Any], scenes: pa.Table) -> list[str]:
+    """Totals and stage seconds, from ``summary.json``."""
     run = summary.get("this_run", {})
     total_s, run_s = summary.get("stage_seconds", {}), run.get("stage_seconds", {})
     stages = [*STAGES, *sorted((set(total_s) | set(run_s)) - set(STAGES))]
     stage_rows = [(name, float(run_s.get(name, 0.0)), float(total_s.get(name, 0.0))) for name in stages]
+    this_run = (
+        f'{run.get("videos_curated", 0)} videos curated ({run.get("videos_failed", 0)} failed), '
+        f'{run.get("scenes_captioned", 0)} scenes captioned ({run.get("scenes_failed", 0)} failed) '
+        f'in {float(run.get("wall_time_s", 0.0)):.1f} s'
+    )
     totals = [
-        ("inputs", summary.get("inputs", videos.num_rows)),
+        ("inputs", summary.get("inputs", 0)),
         ("inputs failed", summary.get("inputs_failed", 0)),
         ("scenes", scenes.num_rows),
         ("samples (scenes in shards)", summary.get("samples", 0)),
@@ -134,48 +137,72 @@ def index_html(
         ("shards (written this run)", f'{summary.get("shards", 0)} ({run.get("shards_written", 0)})'),
         ("hours in", float(summary.get("hours_in", 0.0))),
         ("hours out", float(summary.get("hours_out", 0.0))),
-        ("this run", f'{run.get("videos_curated", 0)} videos curated ({run.get("videos_failed", 0)} failed), '
-                     f'{run.get("scenes_captioned", 0)} scenes captioned ({run.get("scenes_failed", 0)} failed) '
-                     f'in {float(run.get("wall_time_s", 0.0)):.1f} s'),
+        ("this run", this_run),
     ]
+    return [figure("Totals", table(totals)), figure("Stage seconds", table(stage_rows, ("stage", "this run", "all runs")))]
+
+
+def shot_figures(videos: pa.Table, shots: pa.Table) -> list[str]:
+    """Shots detected / kept / dropped by reason, fades and dissolves."""
     kept = int(pc.sum(shots["kept"]).as_py() or 0)
     dropped = shots.filter(pc.invert(shots["kept"]))
     shot_rows = [("detected", shots.num_rows), ("kept", kept), ("dropped", shots.num_rows - kept)]
-    fades, dissolves = (int(pc.sum(videos[c]).as_py() or 0) for c in ("fades", "dissolves"))
-    with_fades, with_dissolves = (int(pc.sum(pc.greater(videos[c], 0)).as_py() or 0) for c in ("fades", "dissolves"))
+    transitions = [
+        (kind, int(pc.sum(videos[kind]).as_py() or 0), int(pc.sum(pc.greater(videos[kind], 0)).as_py() or 0))
+        for kind in ("fades", "dissolves")
+    ]
+    return [
+        figure("Shots", table(shot_rows)),
+        figure("Shots dropped by reason", bar_table(counts(reasons(dropped["drop_reason"])), ("reason", "shots"))),
+        figure("Transitions", table(transitions, ("kind", "count", "videos with any"))),
+    ]
+
+
+def failure_figures(videos: pa.Table, scenes: pa.Table) -> list[str]:
+    """Caption tries, caption and other scene failures by reason, inputs failed by reason."""
     failed = scenes.filter(pc.not_equal(scenes["status"], "ok"))
     is_caption = pc.starts_with(failed["error"], "caption: ")
     caption_errors = pc.utf8_slice_codeunits(failed.filter(is_caption)["error"], len("caption: "))
-    failed_videos = videos.filter(pc.not_equal(videos["status"], "ok"))
-    tiers = [(t, n, f, h, _page_links(links.get(f"tier:{t}", []))) for t, n, f, h in tier_figures(scenes)]
-    figures = [
-        figure("Totals", table(totals)),
-        figure("Stage seconds", table(stage_rows, ("stage", "this run", "all runs"))),
-        figure("Shots", table(shot_rows)),
-        figure("Shots dropped by reason", bar_table(counts(reasons(dropped["drop_reason"])), ("reason", "shots"))),
-        figure("Transitions", table([("fades", fades, with_fades), ("dissolves", dissolves, with_dissolves)],
-                                    ("kind", "count", "videos with any"))),
-        figure("Caption tries", bar_table(counts(scenes["caption_tries"]), ("tries", "scenes"))),
+    other_errors = failed.filter(pc.invert(is_caption))["error"]
+    input_errors = videos.filter(pc.not_equal(videos["status"], "ok"))["error"]
+    return [
+        figure("Caption tries", bar_table(counts(scenes["caption_tries"], by_value=True), ("tries", "scenes"))),
         figure("Caption failures by reason", bar_table(counts(reasons(caption_errors)), ("reason", "scenes"))),
-        figure("Other scene failures by reason",
-               bar_table(counts(reasons(failed.filter(pc.invert(is_caption))["error"])), ("reason", "scenes"))),
-        figure("Inputs failed by reason", bar_table(counts(reasons(failed_videos["error"])), ("reason", "inputs"))),
+        figure("Other scene failures by reason", bar_table(counts(reasons(other_errors)), ("reason", "scenes"))),
+        figure("Inputs failed by reason", bar_table(counts(reasons(input_errors)), ("reason", "inputs"))),
     ]
-    tier_table = "".join(
-        f'<tr><td>{esc(t)}</td><td class="n">{n}</td><td class="n">{f}</td><td class="n">{h:.3f}</td><td class="pages">{p}</td></tr>'
-        for t, n, f, h, p in tiers
+
+
+def links_html(videos: pa.Table, scenes: pa.Table, links: dict[str, list[str]]) -> str:
+    """Scenes by tier with their pages, then the pages of the tables."""
+    tiers = "".join(
+        f'<tr><td>{esc(tier)}</td><td class="n">{samples}</td><td class="n">{failed}</td>'
+        f'<td class="n">{hours:.3f}</td><td class="pages">{_page_links(links.get(f"tier:{tier}", []))}</td></tr>'
+        for tier, samples, failed, hours in tier_figures(scenes)
     )
-    body = [
-        f'<p>Captioner: {esc(summary.get("captioner", {}))}</p>',
-        f'<div class="figs">{"".join(figures)}</div>',
-        "<h2>Scenes by tier</h2>",
-        "<p>Tiers are cut independently, so the same footage can be in scenes of several tiers.</p>",
-        f"<table><tr><th>tier</th><th>samples</th><th>failed</th><th>hours out</th><th>pages</th></tr>{tier_table}</table>",
-        f'<h2>Videos ({videos.num_rows})</h2><p class="pages">{_page_links(links["videos"])}</p>',
-        f'<h2 class="failed">Failed inputs ({failed_videos.num_rows})</h2><p class="pages">{_page_links(links["failed-inputs"])}</p>',
-        f'<h2 class="failed">Failed scenes ({failed.num_rows})</h2><p class="pages">{_page_links(links["failed-scenes"])}</p>',
-    ]
-    return document("Caption pipeline report", "".join(body), banner)
+    failed_inputs = pc.sum(pc.not_equal(videos["status"], "ok")).as_py() or 0
+    failed_scenes = pc.sum(pc.not_equal(scenes["status"], "ok")).as_py() or 0
+    sections = (("videos", f"Videos ({videos.num_rows})"), ("failed-inputs", f"Failed inputs ({failed_inputs})"),
+                ("failed-scenes", f"Failed scenes ({failed_scenes})"))
+    return (
+        "<h2>Scenes by tier</h2>"
+        "<p>Tiers are cut independently, so the same footage can be in scenes of several tiers.</p>"
+        f"<table><tr><th>tier</th><th>samples</th><th>failed</th><th>hours out</th><th>pages</th></tr>{tiers}</table>"
+        + "".join(f'<h2>{esc(title)}</h2><p class="pages">{_page_links(links[name])}</p>' for name, title in sections)
+    )
+
+
+def index_html(
+    summary: dict[str, Any], videos: pa.Table, shots: pa.Table, scenes: pa.Table,
+    links: dict[str, list[str]], banner: str,
+) -> str:
+    """The index: figures, then links to every page."""
+    figures = [*run_figures(summary, scenes), *shot_figures(videos, shots), *failure_figures(videos, scenes)]
+    body = (
+        f'<p>Captioner: {esc(summary.get("captioner", {}))}</p>'
+        f'<div class="figs">{"".join(figures)}</div>{links_html(videos, scenes, links)}'
+    )
+    return document("Caption pipeline report", body, banner)
 
 
 def _page_links(rels: list[str]) -> str:
@@ -192,7 +219,7 @@ def write_report(store: Store, ledger: Any, summary: dict[str, Any], config: Rep
     packed = scenes.filter(pc.is_valid(scenes["shard"]))
     for tier in sorted(set(packed["tier"].to_pylist())):
         rows = packed.filter(pc.equal(packed["tier"], tier)).sort_by([("shard", "ascending"), ("key", "ascending")])
-        tier_pages = scene_pages(store, ledger, tier, rows.to_pylist(), config, banner)
+        tier_pages = scene_pages(store, tier, rows.to_pylist(), config, banner)
         links[f"tier:{tier}"] = [p.rel for p in tier_pages]
         pages += tier_pages
     failed_videos = videos.filter(pc.not_equal(videos["status"], "ok")).sort_by("uri")
@@ -208,5 +235,5 @@ def write_report(store: Store, ledger: Any, summary: dict[str, Any], config: Rep
         parts = table_pages(prefix, title, header, rows, config.rows_per_page)
         links[prefix] = [p.rel for p in parts]
         pages += parts
-    write_pages(store, pages)
+    write_pages(store, ledger, pages, config.samples_per_read)
     store.write_text("report.html", index_html(summary, videos, shots, scenes, links, banner))

@@ -105,38 +105,64 @@ def clip_href(store: Store, clip_uri: str) -> str:
 @dataclass
 class Page:
     """One page to keep up to date: ``render`` is called only when ``spec`` (JSON-able, everything
-    the page shows but immutable sample JSON) differs from the one recorded last time."""
+    the page shows but immutable sample JSON) differs from the one recorded last time. ``keys``
+    are the scenes whose sample JSON ``render`` is given (``key -> JSON``)."""
 
     rel: str
     spec: Any
-    render: Callable[[], str]
+    render: Callable[[dict[str, str]], str]
+    keys: Sequence[str] = ()
 
     def fingerprint(self) -> str:
         data = json.dumps([LAYOUT_VERSION, self.spec], sort_keys=True, default=str).encode()
         return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def write_pages(store: Store, pages: list[Page]) -> int:
+def _recorded(store: Store) -> dict[str, str]:
+    """The fingerprints of the pages written last time (none when the record is missing or broken)."""
+    try:
+        return json.loads(store.read_bytes(MANIFEST)).get("pages", {})
+    except FileNotFoundError:
+        return {}
+    except (ValueError, OSError, AttributeError) as exc:
+        log.warning("report: %s unreadable (%s): writing every page", MANIFEST, exc)
+        return {}
+
+
+def _batches(pages: list[Page], samples_per_read: int) -> list[list[Page]]:
+    """Consecutive pages with at most about ``samples_per_read`` scenes between them."""
+    batches: list[list[Page]] = []
+    size = samples_per_read
+    for page in pages:
+        if not batches or (size + len(page.keys) > samples_per_read and page.keys):
+            batches.append([])
+            size = 0
+        batches[-1].append(page)
+        size += len(page.keys)
+    return batches
+
+
+def write_pages(store: Store, ledger: Any, pages: list[Page], samples_per_read: int) -> int:
     """Write the pages whose fingerprint changed (or whose file is gone), delete pages no longer
     listed, then record the fingerprints. A kill before the record only means rewriting again.
+
+    ``Ledger.samples`` reads the whole captions table whichever keys it is given, so the sample
+    JSON of the pages to write is read ``samples_per_read`` scenes at a time, not page by page:
+    a first report of 500k scenes costs 500k / ``samples_per_read`` reads, a rerun none.
     Returns how many pages were written."""
-    try:
-        recorded = json.loads(store.read_bytes(MANIFEST)).get("pages", {}) if store.exists(MANIFEST) else {}
-    except (ValueError, OSError) as exc:
-        log.warning("report: %s unreadable (%s): writing every page", MANIFEST, exc)
-        recorded = {}
+    recorded = _recorded(store)
     present = set(store.list(FOLDER))
-    fingerprints, written = {}, 0
-    for page in pages:
-        fingerprints[page.rel] = page.fingerprint()
-        if recorded.get(page.rel) != fingerprints[page.rel] or page.rel.rsplit("/", 1)[-1] not in present:
-            store.write_text(page.rel, page.render())
-            written += 1
+    fingerprints = {page.rel: page.fingerprint() for page in pages}
+    changed = [p for p in pages if recorded.get(p.rel) != fingerprints[p.rel] or p.rel.rsplit("/", 1)[-1] not in present]
+    for batch in _batches(changed, samples_per_read):
+        samples = ledger.samples([key for page in batch for key in page.keys])
+        for page in batch:
+            store.write_text(page.rel, page.render(samples))
     stale = sorted(set(recorded) - set(fingerprints))
     store.delete([rel for rel in stale if rel.rsplit("/", 1)[-1] in present])
     store.write_text(MANIFEST, json.dumps({"version": LAYOUT_VERSION, "pages": fingerprints}, indent=0))
-    log.info("report: %d pages, %d written, %d removed", len(pages), written, len(stale))
-    return written
+    log.info("report: %d pages, %d written, %d removed", len(pages), len(changed), len(stale))
+    return len(changed)
 
 
 def nav(prefix: str, number: int, count: int) -> str:
@@ -159,7 +185,7 @@ def table_pages(prefix: str, title: str, header: Sequence[str], rows: list[tuple
     parts = chunks(rows, size)
     pages = []
     for number, part in enumerate(parts, start=1):
-        def render(part: Sequence[tuple[Any, ...]] = part, number: int = number) -> str:
+        def render(_: dict[str, str], part: Sequence[tuple[Any, ...]] = part, number: int = number) -> str:
             bar = nav(prefix, number, len(parts))
             first = (number - 1) * size + 1
             body = f"{bar}<p>rows {first}–{first + len(part) - 1}</p>{table(part, header)}{bar}"
@@ -170,22 +196,22 @@ def table_pages(prefix: str, title: str, header: Sequence[str], rows: list[tuple
 
 
 def scene_pages(
-    store: Store, ledger: Any, tier: str, scenes: list[dict[str, Any]], config: ReportConfig, banner: str
+    store: Store, tier: str, scenes: list[dict[str, Any]], config: ReportConfig, banner: str
 ) -> list[Page]:
-    """Pages of ``scenes`` (manifest rows of one tier, in (shard, key) order). The sample JSON is
-    read only for the pages written, in one ledger read per page."""
+    """Pages of ``scenes`` (manifest rows of one tier, in (shard, key) order); ``write_pages``
+    reads their sample JSON, for the pages it writes only."""
     parts = chunks(scenes, config.scenes_per_page)
     pages = []
     for number, part in enumerate(parts, start=1):
-        def render(part: Sequence[dict[str, Any]] = part, number: int = number) -> str:
-            samples = ledger.samples([s["key"] for s in part])
+        def render(samples: dict[str, str], part: Sequence[dict[str, Any]] = part, number: int = number) -> str:
             bar = nav(tier, number, len(parts))
             body = "".join(scene_html(store, s, samples.get(s["key"]), config) for s in part)
             return document(f"Scenes {tier}, page {number}", f"{bar}{body}{bar}", banner)
 
+        # Links rather than clip paths: a moved or synced output needs no new pages.
         spec = [tier, config.thumb_width, number < len(parts), bool(banner),
-                [[s["key"], s["shard"], s["clip_path"]] for s in part]]
-        pages.append(Page(page_rel(tier, number), spec, render))
+                [[s["key"], s["shard"], s["clip_path"] and clip_href(store, s["clip_path"])] for s in part]]
+        pages.append(Page(page_rel(tier, number), spec, render, [s["key"] for s in part]))
     return pages
 
 
@@ -202,6 +228,9 @@ def scene_html(store: Store, scene: dict[str, Any], sample_json: str | None, con
     if sample_json is None:
         return f'<div class="scene" id="{esc(scene["key"])}">{head}{clip}<p class="failed">no sample JSON in the ledger</p></div>'
     sample = json.loads(sample_json)
+    model = str((sample.get("captioner") or {}).get("model", "")).rstrip("/").rsplit("/", 1)[-1]
+    if model:
+        head = head.replace("</div>", f" · captioned by {esc(model)}</div>", 1)
     fps = float(sample.get("fps") or scene["fps"])
     width = config.thumb_width
     shots = []

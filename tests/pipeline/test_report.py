@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pytest
 
 from curation.manifests import SCENES_SCHEMA, SHOTS_SCHEMA, VIDEOS_SCHEMA
 from curation.store import Store
@@ -152,6 +151,31 @@ def test_a_rerun_with_nothing_new_writes_only_the_index(tmp_path: Path) -> None:
     assert sorted(w for w in written if w.startswith("report/3s-")) == ["report/3s-0003.html", "report/3s-0004.html"]
 
 
+class CountingLedger(Ledger):
+    """A ledger that records each ``samples`` read of some keys."""
+
+    reads: list[int]
+
+    def samples(self, keys: list[str]) -> dict[str, str]:
+        if keys:
+            self.reads.append(len(keys))
+        return super().samples(keys)
+
+
+def test_sample_json_is_read_for_written_pages_only_a_batch_at_a_time(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "out"))
+    scenes = build_output(store, {"3s": 25, "5s": 20})
+    ledger = CountingLedger(store)
+    ledger.reads = []
+    config = ReportConfig(scenes_per_page=10, rows_per_page=2, samples_per_read=25)
+    write_report(store, ledger, summary_of(scenes), config, False)
+    # Pages of 10, 10, 5 (3s) then 10, 10 (5s): a read per 25 scenes at most.
+    assert ledger.reads == [25, 20]
+    ledger.reads = []
+    write_report(store, ledger, summary_of(scenes), config, False)
+    assert ledger.reads == []
+
+
 def test_index_figures_match_the_manifests(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "out"))
     report(store, build_output(store, {"3s": 12, "5s": 3}, videos=3))
@@ -195,3 +219,16 @@ def test_no_clip_is_read_on_s3(s3_bucket: str, s3_server: Any) -> None:
     assert any(method == "PUT" and path.endswith("/report.html") for method, path in requests)
     page = store.read_bytes("report/3s-0001.html").decode()
     assert '<video class="clip" controls preload="metadata" src="../clips/3s-00000.mp4">' in page
+
+
+def test_an_output_where_every_input_failed(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "out"))
+    video = {"video_id": "bad", "uri": "/in/bad.mp4", "status": "failed", "error": "probe failed: empty file"}
+    store.write_parquet("manifests/videos.parquet", pa.Table.from_pylist([video], schema=VIDEOS_SCHEMA))
+    store.write_parquet("manifests/shots.parquet", SHOTS_SCHEMA.empty_table())
+    store.write_parquet("manifests/scenes.parquet", SCENES.empty_table())
+    report(store, [])
+    index = (tmp_path / "out" / "report.html").read_text()
+    assert "<tr><td>probe failed</td><td class=\"n\">1</td>" in index
+    assert "empty file" in (tmp_path / "out" / "report" / "failed-inputs-0001.html").read_text()
+    assert not list((tmp_path / "out" / "report").glob("3s-*"))
