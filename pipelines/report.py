@@ -22,6 +22,7 @@ from curation.store import Store
 from pipelines.config import ReportConfig
 from pipelines.report_pages import (
     Page,
+    clip_hrefs,
     document,
     esc,
     scene_pages,
@@ -219,7 +220,8 @@ def write_report(store: Store, ledger: Any, summary: dict[str, Any], config: Rep
     packed = scenes.filter(pc.is_valid(scenes["shard"]))
     for tier in sorted(set(packed["tier"].to_pylist())):
         rows = packed.filter(pc.equal(packed["tier"], tier)).sort_by([("shard", "ascending"), ("key", "ascending")])
-        tier_pages = scene_pages(store, tier, rows.to_pylist(), config, banner)
+        rows = rows.append_column("href", pa.array(clip_hrefs(store, rows["clip_path"]), pa.string()))
+        tier_pages = scene_pages(tier, rows.to_pylist(), config, banner)
         links[f"tier:{tier}"] = [p.rel for p in tier_pages]
         pages += tier_pages
     failed_videos = videos.filter(pc.not_equal(videos["status"], "ok")).sort_by("uri")

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from curation.store import Store
 from pipelines.config import ReportConfig
 
@@ -100,6 +103,17 @@ def clip_href(store: Store, clip_uri: str) -> str:
     if rel != clip_uri and store.uri(rel) == clip_uri:
         return "../" + quote(rel)
     return quote(clip_uri if "://" in clip_uri else "file://" + clip_uri, safe="/:")
+
+
+def clip_hrefs(store: Store, clip_paths: pa.ChunkedArray) -> list[str | None]:
+    """``clip_href`` of a column of clip paths, with Arrow compute for the usual case (a clip
+    under the output root, a name that needs no quoting): half a million scenes take a moment."""
+    base = store.uri("_")[:-1]  # the root's own name, with a trailing "/"
+    rel = pc.utf8_slice_codeunits(clip_paths, len(base.encode()))
+    fast = pc.and_(pc.starts_with(clip_paths, base), pc.match_substring_regex(rel, r"^[A-Za-z0-9_.~-][A-Za-z0-9_.~/-]*$"))
+    hrefs = pc.if_else(fast, pc.binary_join_element_wise("../", rel, ""), pa.scalar(None, pa.string())).to_pylist()
+    paths = clip_paths.to_pylist()
+    return [href if href is not None or path is None else clip_href(store, path) for href, path in zip(hrefs, paths)]
 
 
 @dataclass
@@ -196,29 +210,30 @@ def table_pages(prefix: str, title: str, header: Sequence[str], rows: list[tuple
 
 
 def scene_pages(
-    store: Store, tier: str, scenes: list[dict[str, Any]], config: ReportConfig, banner: str
+    tier: str, scenes: list[dict[str, Any]], config: ReportConfig, banner: str
 ) -> list[Page]:
-    """Pages of ``scenes`` (manifest rows of one tier, in (shard, key) order); ``write_pages``
+    """Pages of ``scenes`` (manifest rows of one tier, in (shard, key) order, with the clip's link
+    as ``href``: ``clip_hrefs``); ``write_pages``
     reads their sample JSON, for the pages it writes only."""
     parts = chunks(scenes, config.scenes_per_page)
     pages = []
     for number, part in enumerate(parts, start=1):
         def render(samples: dict[str, str], part: Sequence[dict[str, Any]] = part, number: int = number) -> str:
             bar = nav(tier, number, len(parts))
-            body = "".join(scene_html(store, s, samples.get(s["key"]), config) for s in part)
+            body = "".join(scene_html(s, samples.get(s["key"]), config) for s in part)
             return document(f"Scenes {tier}, page {number}", f"{bar}{body}{bar}", banner)
 
         # Links rather than clip paths: a moved or synced output needs no new pages.
         spec = [tier, config.thumb_width, number < len(parts), bool(banner),
-                [[s["key"], s["shard"], s["clip_path"] and clip_href(store, s["clip_path"])] for s in part]]
+                [[s["key"], s["shard"], s["href"]] for s in part]]
         pages.append(Page(page_rel(tier, number), spec, render, [s["key"] for s in part]))
     return pages
 
 
-def scene_html(store: Store, scene: dict[str, Any], sample_json: str | None, config: ReportConfig) -> str:
+def scene_html(scene: dict[str, Any], sample_json: str | None, config: ReportConfig) -> str:
     """One scene: its clip, a paused frame and the caption of each shot, the global caption and
     the prompt. ``scene`` is its manifest row, ``sample_json`` the shard sample's JSON."""
-    src = clip_href(store, scene["clip_path"]) if scene["clip_path"] else ""
+    src = scene["href"] or ""
     head = (
         f'<div class="key">{esc(scene["key"])} · {esc(scene["tier"])} · {scene["num_shots"]} shots · '
         f'{scene["num_frames"]} frames @ {scene["fps"]:g} fps · {esc(scene["uri"])} '

@@ -14,6 +14,7 @@ from curation.store import Store
 from pipelines.config import ReportConfig
 from pipelines.ledger import Ledger
 from pipelines.report import write_report
+from pipelines.report_pages import clip_hrefs
 
 SCENES = SCENES_SCHEMA.append(pa.field("caption_tries", pa.int64()))
 EVIL = "<script>alert(1)</script>"
@@ -149,6 +150,11 @@ def test_a_rerun_with_nothing_new_writes_only_the_index(tmp_path: Path) -> None:
     written.clear()
     report(store, scenes)
     assert sorted(w for w in written if w.startswith("report/3s-")) == ["report/3s-0003.html", "report/3s-0004.html"]
+    # Fewer scenes (say, a manifest rebuilt from fewer inputs): pages past the end are removed.
+    scenes = build_output(store, {"3s": 15})
+    report(store, scenes)
+    assert sorted(p.name for p in (tmp_path / "out" / "report").glob("3s-*.html")) == ["3s-0001.html", "3s-0002.html"]
+    assert "next" not in (tmp_path / "out" / "report" / "3s-0002.html").read_text()
 
 
 class CountingLedger(Ledger):
@@ -232,3 +238,12 @@ def test_an_output_where_every_input_failed(tmp_path: Path) -> None:
     assert "<tr><td>probe failed</td><td class=\"n\">1</td>" in index
     assert "empty file" in (tmp_path / "out" / "report" / "failed-inputs-0001.html").read_text()
     assert not list((tmp_path / "out" / "report").glob("3s-*"))
+
+
+def test_clip_links_outside_the_output_or_with_odd_names(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "out"))
+    paths = pa.chunked_array([[store.uri("clips/a b#.mp4"), "/elsewhere/c.mp4", None, store.uri("clips/k.mp4")]])
+    assert clip_hrefs(store, paths) == ["../clips/a%20b%23.mp4", "file:///elsewhere/c.mp4", None, "../clips/k.mp4"]
+    remote = Store("s3://bucket/out")
+    paths = pa.chunked_array([["s3://bucket/out/clips/k.mp4", "s3://other/k.mp4"]])
+    assert clip_hrefs(remote, paths) == ["../clips/k.mp4", "s3://other/k.mp4"]
