@@ -184,11 +184,11 @@ def links_html(videos: pa.Table, scenes: pa.Table, links: dict[str, list[str]]) 
     failed_inputs = pc.sum(pc.not_equal(videos["status"], "ok")).as_py() or 0
     failed_scenes = pc.sum(pc.not_equal(scenes["status"], "ok")).as_py() or 0
     sections = (("videos", f"Videos ({videos.num_rows})"), ("failed-inputs", f"Failed inputs ({failed_inputs})"),
-                ("failed-scenes", f"Failed scenes ({failed_scenes})"))
+                ("failed-scenes", f"Failed or skipped scenes ({failed_scenes})"))
     return (
         "<h2>Scenes by tier</h2>"
         "<p>Tiers are cut independently, so the same footage can be in scenes of several tiers.</p>"
-        f"<table><tr><th>tier</th><th>samples</th><th>failed</th><th>hours out</th><th>pages</th></tr>{tiers}</table>"
+        f"<table><tr><th>tier</th><th>samples</th><th>failed or skipped</th><th>hours out</th><th>pages</th></tr>{tiers}</table>"
         + "".join(f'<h2>{esc(title)}</h2><p class="pages">{_page_links(links[name])}</p>' for name, title in sections)
     )
 
@@ -230,7 +230,7 @@ def write_report(store: Store, ledger: Any, summary: dict[str, Any], config: Rep
         "videos": ("Videos", VIDEO_HEADER, video_rows(videos, shots, scenes)),
         "failed-inputs": ("Failed inputs", ("input", "reason"),
                           list(zip(failed_videos["uri"].to_pylist(), failed_videos["error"].to_pylist()))),
-        "failed-scenes": ("Failed scenes", ("scene", "input", "tier", "reason"),
+        "failed-scenes": ("Failed or skipped scenes", ("scene", "input", "tier", "reason"),
                           list(zip(*(failed_scenes[c].to_pylist() for c in ("key", "uri", "tier", "error"))))),
     }
     for prefix, (title, header, rows) in tables.items():
