@@ -45,8 +45,14 @@ class ShardConfig:
 
 @dataclass
 class ReportConfig:
-    # Scenes shown in report.html (the first ones by key); the page embeds its thumbnails.
-    max_scenes: int = 200
+    # Scenes per page of report/TIER-NNNN.html: a page loads one video element per scene and per shot.
+    scenes_per_page: int = 100
+    # Rows per page of the per-video table and of the failure tables.
+    rows_per_page: int = 500
+    # Sample JSON read per pass over the ledger's captions while writing scene pages (each pass
+    # reads the whole captions table; the report holds this many samples, ~2 KB each, at once).
+    samples_per_read: int = 50000
+    # Width in pixels of a shot's thumbnail (a paused video element, nothing is decoded here).
     thumb_width: int = 192
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -151,15 +152,24 @@ def test_progress_and_summary_table_are_printed(job):
     assert f"this run: {inputs} videos curated ({len(bad)} failed)" in run.stdout
 
 
-def test_report_shows_every_scene_with_a_thumbnail_per_shot(job):
+def test_report_shows_every_scene_with_a_playable_clip_and_a_frame_per_shot(job):
     out, *_ = job
-    page = (out / "report.html").read_text()
+    index = (out / "report.html").read_text()
+    assert "they are noise" in index  # the stand-in model's banner
+    pages = {path: path.read_text() for path in sorted((out / "report").glob("*.html"))}
+    assert all(f'href="report/{path.name}"' in index for path in pages)
+    scene_pages = "".join(text for path, text in pages.items() if path.name.startswith(("3s-", "5s-")))
     samples = read_all_shards(out / "shards")
     for key, (meta, _, _) in samples.items():
-        assert f'id="{key}"' in page
-    assert page.count('<img src="data:image/jpeg;base64,') == sum(len(m.shots) for m, _, _ in samples.values())
-    assert page.count('class="prompt"') == len(samples)
-    assert "permission denied" in page and "no video stream" in page
+        assert f'id="{key}"' in scene_pages
+    clips = re.findall(r'<video class="clip" controls preload="metadata" src="([^"]+)">', scene_pages)
+    assert len(clips) == len(samples)
+    assert all(src.startswith("../clips/") and (out / "report" / src).resolve().is_file() for src in clips)
+    frames = re.findall(r'<video preload="metadata" muted width="\d+" src="../clips/[^"#]+#t=[\d.]+">', scene_pages)
+    assert len(frames) == sum(len(m.shots) for m, _, _ in samples.values())
+    assert scene_pages.count('class="prompt"') == len(samples)
+    failures = "".join(text for path, text in pages.items() if path.name.startswith("failed-inputs-"))
+    assert "permission denied" in failures and "no video stream" in failures
 
 
 def test_a_broken_job_exits_non_zero(tmp_path, holocine_cache):
