@@ -145,8 +145,8 @@ def finish(
     summary = summarize(videos, scenes, captions, started[1])
     summary["this_run"]["shards_written"] = shards_written
     summary["this_run"]["wall_time_s"] = time.perf_counter() - started[0]
-    first = min(shard_of, default=None)
-    summary["captioner"] = json.loads(ledger.samples([first])[first]).get("captioner", {}) if first else {}
+    sample = ledger.any_sample()
+    summary["captioner"] = json.loads(sample).get("captioner", {}) if sample else {}
     store.write_text("summary.json", json.dumps(summary, indent=2))
     write_report(store, ledger, summary, config.report, stand_in)
     return summary

@@ -64,6 +64,8 @@ CAPTIONS_LEDGER = pa.schema(
 SHARDS_LEDGER = pa.schema(
     [pa.field("key", pa.string()), pa.field("shard", pa.string()), pa.field("written_ns", pa.int64())]
 )
+# A compacted part's row groups hold about this much: few groups, so a read takes few requests.
+ROW_GROUP_BYTES = 64 << 20
 TABLES = {"videos": ("video_id", VIDEOS_LEDGER), "captions": ("key", CAPTIONS_LEDGER), "shards": ("key", SHARDS_LEDGER)}
 
 
@@ -153,7 +155,7 @@ class Ledger:
 
     def compact(self, table: str) -> int:
         """Replace the table's parts by one holding the newest row of each key; returns how many
-        parts it replaced. Streams batch by batch: memory holds a batch plus every key's stamp.
+        parts it replaced. Streams a row group at a time: memory holds ``ROW_GROUP_BYTES`` plus every key's stamp.
         A kill between writing the new part and deleting the old ones leaves duplicates, which
         ``read`` resolves by stamp and the next compaction removes."""
         key, schema = TABLES[table]
@@ -163,8 +165,14 @@ class Ledger:
         winners = newest(self.store.read_parquet(parts, [key, "written_ns"]), key)["written_ns"]
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         with self.store.writing(f"{self._folder(table)}/{name}") as local, pq.ParquetWriter(local, schema) as writer:
+            pending: list[pa.RecordBatch] = []
             for batch in self._dataset(parts).to_batches(filter=pc.field("written_ns").isin(winners)):
-                writer.write_batch(batch)
+                pending.append(batch)
+                if sum(b.nbytes for b in pending) >= ROW_GROUP_BYTES:
+                    writer.write_table(pa.Table.from_batches(pending, schema))
+                    pending = []
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema))
         self.store.delete(parts)
         return len(parts)
 
@@ -180,6 +188,14 @@ class Ledger:
         table = self._dataset(parts).to_table(columns=["key", "sample", "written_ns"], filter=pc.field("key").isin(keys))
         table = newest(table, "key")
         return dict(zip(table["key"].to_pylist(), table["sample"].to_pylist(), strict=True))
+
+    def any_sample(self) -> str | None:
+        """The JSON of one captioned sample, reading as little as the first row group that has one."""
+        parts = self._listed.get("captions") or self.parts("captions")
+        if not parts:
+            return None
+        found = self._dataset(parts).head(1, columns=["sample"], filter=pc.field("sample").is_valid())
+        return found["sample"][0].as_py() if found.num_rows else None
 
     def write_shard(self, shard: str, keys: list[str]) -> None:
         """Record that the published shard ``shard`` holds these scenes."""
