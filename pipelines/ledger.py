@@ -155,9 +155,9 @@ class Ledger:
 
     def compact(self, table: str) -> int:
         """Replace the table's parts by one holding the newest row of each key; returns how many
-        parts it replaced. Streams a row group at a time: memory holds ``ROW_GROUP_BYTES`` plus every key's stamp.
-        A kill between writing the new part and deleting the old ones leaves duplicates, which
-        ``read`` resolves by stamp and the next compaction removes."""
+        parts it replaced. Streams a row group at a time: memory holds ``ROW_GROUP_BYTES`` plus
+        every key's stamp. A kill between writing the new part and deleting the old ones leaves
+        duplicates, which ``read`` resolves by stamp and the next compaction removes."""
         key, schema = TABLES[table]
         parts = self.parts(table)
         if len(parts) <= 1:
