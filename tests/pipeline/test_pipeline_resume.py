@@ -80,7 +80,8 @@ def resumed(s3_server, holocine_cache, tmp_path_factory):
             fs.put_file(str(root / "in" / name), f"{bucket}/in/{name}")
         out = f"{bucket}/out"
         command = job_command(f"s3://{bucket}/in/*.mp4", f"s3://{out}", config)
-        env = s3_server.env(job_env(holocine_cache))
+        # Its own scratch folder (staged inputs, files on their way to the bucket), not the shared /tmp one.
+        env = s3_server.env({**job_env(holocine_cache), "HOLOCINE_SCRATCH": str(root / "scratch")})
         killed, partials_seen = {}, []
         for n, (point, prefix) in enumerate(KILL_POINTS.items()):
             killed[point] = _run_until(command, env, fs, out, prefix, root / "killed.log")
@@ -98,6 +99,7 @@ def resumed(s3_server, holocine_cache, tmp_path_factory):
         assert again.returncode == 0, again.stderr[-5000:]
         fs.invalidate_cache()
         print("kills landed:", killed)
+        print("left in scratch:", [str(p.relative_to(root)) for p in (root / "scratch").rglob("*") if p.is_file()])
         yield {
             "root": root, "names": names, "fs": fs, "out": out, "killed": killed, "partials_seen": partials_seen,
             "summary": summary, "shard_objects": shard_objects, "finished": finished,
