@@ -5,20 +5,26 @@ A uniquely named module rather than ``conftest`` imports, which other test folde
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import uuid
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import psutil
+import pytest
+import s3fs
 import yaml
 
+from curation.manifests import read_manifest
 from curation.shards import SampleMeta, read_shard
 from curation.synthetic import Join, make_multishot_video
 
@@ -135,3 +141,55 @@ def read_all_shards(shards_dir: Path) -> dict[str, tuple[SampleMeta, bytes, str]
             assert meta.key not in samples, f"{meta.key} is in {samples.get(meta.key, (0, 0, ''))[2]} and {tar.name}"
             samples[meta.key] = (meta, mp4, tar.name)
     return samples
+
+
+@contextlib.contextmanager
+def bucket_on(server) -> Iterator[tuple[str, s3fs.S3FileSystem]]:
+    """A new bucket on the S3 server of ``tests/conftest.py``, and an s3fs client of it, for a
+    module-scoped fixture (the ``s3_bucket`` fixture is per test): this process's ``s3://`` reaches
+    the server while the block runs; the bucket is removed afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+            patch.delenv(name, raising=False)
+        for name, value in server.aws_vars().items():
+            patch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem()
+        bucket = f"test-{uuid.uuid4().hex[:16]}"
+        fs.mkdir(bucket)
+        try:
+            yield bucket, fs
+        finally:
+            fs.rm(bucket, recursive=True)
+            s3fs.S3FileSystem.clear_instance_cache()
+
+
+def listed(fs: s3fs.S3FileSystem, prefix: str) -> list[str]:
+    """Every object under ``prefix`` (``bucket/key``) as the server lists it now, never from s3fs's cache."""
+    fs.invalidate_cache()
+    return sorted(fs.find(prefix))
+
+
+def download(fs: s3fs.S3FileSystem, prefix: str, folder: Path) -> Path:
+    """Copy every object under ``prefix`` into ``folder`` (keeping the layout below ``prefix``)."""
+    for path in listed(fs, prefix):
+        target = folder / path.removeprefix(prefix.rstrip("/") + "/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fs.cat_file(path))
+    return folder
+
+
+def scene_signature(uri: str, scene_index: int, tier: str, shots: list) -> tuple:
+    """A scene as the same input yields it wherever it is stored (a video id hashes the input's
+    URI, so a local path and an ``s3://`` URI of the same file give different keys)."""
+    return (os.path.basename(uri), scene_index, tier, tuple((s.start_frame, s.end_frame) for s in shots))
+
+
+def signed_samples(out: Path) -> dict[tuple, tuple[SampleMeta, dict]]:
+    """signature -> (sample, its scenes.parquet row) for every sample in ``out``'s shards."""
+    scenes = {row["key"]: row for row in read_manifest(out / "manifests" / "scenes.parquet")}
+    signed = {}
+    for key, (meta, _, _) in read_all_shards(out / "shards").items():
+        row = scenes[key]
+        signed[scene_signature(row["uri"], row["scene_index"], row["tier"], meta.shots)] = (meta, row)
+    return signed

@@ -1,26 +1,38 @@
-"""The cluster path: a local Ray head (`ray start --head`), then `ray job submit --working-dir .`
-runs pipelines/caption.py on it exactly as a data engineer would; the head is stopped afterwards."""
+"""The cluster path on a two-node Ray cluster on this machine: a head (`ray start --head`) and a
+worker node (`ray start --address`, its own --temp-dir), both pointed at the S3 API server of
+``tests/conftest.py``; `ray job submit --working-dir .` runs pipelines/caption.py with its input and
+output in the bucket, exactly as a data engineer would. Ray's state API then says which nodes ran
+the job's tasks and actors: both must have. Both nodes are stopped afterwards."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
 import pytest
-from pipeline_helpers import REPO, kill_tree, read_all_shards, write_config, write_synthetic
+from pipeline_helpers import REPO, bucket_on, download, kill_tree, read_all_shards, write_config, write_synthetic
 
 DASHBOARD = "http://127.0.0.1:8265"
+GCS = "127.0.0.1:6379"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _wait_for_dashboard(head: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert head.poll() is None, "ray start exited"
+        assert head.poll() is None, "ray start --head exited"
         try:
             # 401 counts as up: Ray's token authentication guards the API, and the CLI sends the token.
             if httpx.get(f"{DASHBOARD}/api/version", timeout=2).status_code in (200, 401):
@@ -31,51 +43,121 @@ def _wait_for_dashboard(head: subprocess.Popen, timeout: float = 180) -> None:
     raise TimeoutError("the Ray dashboard did not come up")
 
 
+def _state(ray: str, env: dict[str, str], *args: str) -> list[dict]:
+    """``ray list ...`` through the state API, as JSON (the CLI sends the head's auth token)."""
+    result = subprocess.run([ray, "list", *args, "--address", DASHBOARD, "--format", "json", "--limit", "10000"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _wait_for_nodes(ray: str, env: dict[str, str], count: int, nodes: list[subprocess.Popen], timeout: float = 180) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert all(node.poll() is None for node in nodes), "a `ray start` exited"
+        alive = [node for node in _state(ray, env, "nodes") if node["state"] == "ALIVE"]
+        if len(alive) >= count:
+            return alive
+        time.sleep(2)
+    raise TimeoutError(f"the cluster did not reach {count} nodes")
+
+
 @pytest.fixture(scope="module")
-def head(tmp_path_factory, holocine_cache):
-    """`ray start --head` in the foreground (--block), so the test owns it and every process it starts."""
+def cluster(tmp_path_factory, holocine_cache, s3_server):
+    """A head with 1 CPU and a worker node with 2, each `ray start ... --block` in the foreground so
+    the test owns them and every process they start; both reach the S3 server through their
+    environment, which every Ray process they start inherits."""
     ray = shutil.which("ray", path=os.path.dirname(sys.executable))
     assert ray, "the ray CLI is installed with ray[default]"
-    env = {
+    env = s3_server.env({
         **os.environ,
         "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
         "HOLOCINE_CACHE": str(holocine_cache),
         "OMP_NUM_THREADS": "1",
-        # Ray's token authentication, explicitly on for the head and the CLI (which then sends the
-        # token the head generated under ~/.ray).
+        # Ray's token authentication, explicitly on for the head, the worker node and the CLI (which
+        # all read the token the head generated under ~/.ray).
         "RAY_AUTH_MODE": "token",
-    }
-    log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "wb")
-    process = subprocess.Popen(
-        [ray, "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--num-cpus", "2", "--block"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+    })
+    logs = tmp_path_factory.mktemp("ray-nodes")
+    # The worker node's own temp dir: a short path, since Ray puts Unix sockets in it (107 bytes at most).
+    worker_temp = tempfile.mkdtemp(prefix="rayw-")
+    head_log, worker_log = open(logs / "head.log", "wb"), open(logs / "worker.log", "wb")
+    common = ["--node-ip-address=127.0.0.1", "--object-store-memory", str(300 << 20), "--block"]
+    head = subprocess.Popen(
+        [ray, "start", "--head", "--port", GCS.split(":")[1], "--dashboard-host=127.0.0.1", "--num-cpus", "1", *common],
+        env=env, stdout=head_log, stderr=subprocess.STDOUT,
     )
+    nodes = [head]
     try:
-        _wait_for_dashboard(process)
-        yield ray, env
+        _wait_for_dashboard(head)
+        # A second node on the same host: its dashboard agent must not take the head's (fixed) port.
+        worker = subprocess.Popen(
+            [ray, "start", "--address", GCS, "--num-cpus", "2", "--temp-dir", worker_temp,
+             "--dashboard-agent-listen-port", str(_free_port()), *common],
+            env=env, stdout=worker_log, stderr=subprocess.STDOUT,
+        )
+        nodes.append(worker)
+        alive = _wait_for_nodes(ray, env, 2, nodes)
+        yield ray, env, alive
     finally:
-        kill_tree(process)
-        log.close()
+        for node in reversed(nodes):
+            kill_tree(node)
+        head_log.close()
+        worker_log.close()
+        shutil.rmtree(worker_temp, ignore_errors=True)
 
 
-def test_ray_job_submit_runs_the_pipeline_on_a_local_head(head, tmp_path):
-    ray, env = head
-    write_synthetic(tmp_path / "in", 1)
-    config = write_config(tmp_path / "config.yaml")
-    out = tmp_path / "out"
-    command = [ray, "job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--",
-               "python", "pipelines/caption.py", "--input", str(tmp_path / "in"), "--output", str(out), "--config", str(config)]
-    for _ in range(30):
-        submit = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        # The dashboard answers before the head's job agent is up; the CLI says so and asks to retry.
-        if "No available agent to submit job" not in submit.stderr:
-            break
-        time.sleep(2)
+@pytest.fixture(scope="module")
+def submitted(cluster, s3_server, tmp_path_factory):
+    ray, env, alive = cluster
+    root = tmp_path_factory.mktemp("submit")
+    names = write_synthetic(root / "in", 3)
+    config = write_config(root / "config.yaml")
+    with bucket_on(s3_server) as (bucket, fs):
+        for name in names:
+            fs.put_file(str(root / "in" / name), f"{bucket}/in/{name}")
+        submission_id = f"holocine-{os.getpid()}-{time.monotonic_ns()}"
+        command = [ray, "job", "submit", "--address", DASHBOARD, "--submission-id", submission_id, "--working-dir", ".",
+                   "--", "python", "pipelines/caption.py", "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out",
+                   "--config", str(config)]
+        for _ in range(30):
+            submit = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+            # The dashboard answers before the head's job agent is up; the CLI says so and asks to retry.
+            if "No available agent to submit job" not in submit.stderr:
+                break
+            time.sleep(2)
+        out = download(fs, f"{bucket}/out", root / "out")
+        jobs = [job for job in _state(ray, env, "jobs", "--detail") if job.get("submission_id") == submission_id]
+        assert len(jobs) == 1, jobs
+        job_id = jobs[0]["job_id"]
+        filters = ["--filter", f"job_id={job_id}", "--detail"]
+        yield {
+            "submit": submit, "names": names, "out": out, "alive": alive, "job_id": job_id,
+            "tasks": _state(ray, env, "tasks", *filters), "actors": _state(ray, env, "actors", *filters),
+        }
+
+
+def test_ray_job_submit_runs_the_pipeline_on_the_cluster_with_s3_in_and_out(submitted):
+    submit, out = submitted["submit"], submitted["out"]
     assert submit.returncode == 0, submit.stdout[-5000:] + submit.stderr[-3000:]
     assert "succeeded" in submit.stdout
     summary = json.loads((out / "summary.json").read_text())
     samples = read_all_shards(out / "shards")
-    assert summary["inputs"] == 1 and summary["inputs_failed"] == 0
+    assert summary["inputs"] == len(submitted["names"]) == 3 and summary["inputs_failed"] == 0
     assert len(samples) == summary["samples"] > 0
-    # It joined the head rather than starting Ray of its own: the job ran in the cluster's session.
+    assert {os.path.basename(meta.source.uri) for meta, _, _ in samples.values()} == set(submitted["names"])
+    assert all(meta.source.uri.startswith("s3://") for meta, _, _ in samples.values())
+    # It joined the cluster rather than starting Ray of its own: the job ran in the cluster's session.
     assert "Connecting to existing Ray cluster" in submit.stdout or "Connected to Ray cluster" in submit.stdout
+
+
+def test_the_jobs_work_ran_on_both_nodes(submitted):
+    assert submitted["job_id"] and len(submitted["alive"]) == 2
+    ran = submitted["tasks"] + submitted["actors"]
+    assert ran, "the state API lists the job's tasks and actors"
+    nodes = {entry["node_id"] for entry in ran if entry.get("node_id")}
+    assert nodes <= {node["node_id"] for node in submitted["alive"]}
+    assert len(nodes) == 2, f"all of the job's work ran on {nodes}"
+    # Not only bookkeeping: the job's own work (curation, captioning) ran on both nodes.
+    work = {entry["node_id"] for entry in submitted["tasks"] if entry.get("node_id") and "MapBatches" in entry["name"]}
+    assert len(work) == 2, f"the job's map tasks ran on {work}"
