@@ -67,11 +67,12 @@ def plan_work(ledger: Ledger, uris: list[str], retry_failed: bool) -> WorkPlan:
     status = dict(zip(videos["video_id"].to_pylist(), videos["status"].to_pylist(), strict=True))
     kept = []
     for uri in uris:
-        recorded = status.get(video_id_for(uri))
+        video_id = video_id_for(uri)
+        recorded = status.get(video_id)
         if recorded is None or (retry_failed and recorded != "ok"):
             plan.to_curate.append(uri)
         else:
-            kept.append(video_id_for(uri))
+            kept.append(video_id)
     scenes = scene_table(videos)
     scenes = scenes.filter(pc.and_(_captionable(scenes), pc.is_in(scenes["video_id"], pa.array(kept, pa.string()))))
     captions = ledger.read("captions", ["error"])

@@ -99,8 +99,8 @@ def _scene(row: dict[str, Any], source_frames: list[list[int]], uri: str) -> Sce
 
 
 def newest(table: pa.Table, key: str) -> pa.Table:
-    """One row per ``key``: the one written last; sorted by key."""
-    if table.num_rows == 0:
+    """One row per ``key``: the one written last (in no particular order)."""
+    if table.num_rows == 0 or pc.count_distinct(table[key]).as_py() == table.num_rows:
         return table
     table = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending"), ("written_ns", "descending")]))
     keys = table[key].combine_chunks()
@@ -194,8 +194,11 @@ class Ledger:
         parts = self._listed.get("captions") or self.parts("captions")
         if not parts:
             return None
-        found = self._dataset(parts).head(1, columns=["sample"], filter=pc.field("sample").is_valid())
-        return found["sample"][0].as_py() if found.num_rows else None
+        for batch in self._dataset(parts).to_batches(columns=["sample"], batch_size=256):
+            found = pc.drop_null(batch["sample"])
+            if len(found):
+                return found[0].as_py()
+        return None
 
     def write_shard(self, shard: str, keys: list[str]) -> None:
         """Record that the published shard ``shard`` holds these scenes."""

@@ -221,7 +221,7 @@ def write_report(store: Store, ledger: Any, summary: dict[str, Any], config: Rep
     for tier in sorted(set(packed["tier"].to_pylist())):
         rows = packed.filter(pc.equal(packed["tier"], tier)).sort_by([("shard", "ascending"), ("key", "ascending")])
         rows = rows.append_column("href", pa.array(clip_hrefs(store, rows["clip_path"]), pa.string()))
-        tier_pages = scene_pages(tier, rows.to_pylist(), config, banner)
+        tier_pages = scene_pages(tier, rows, config, banner)
         links[f"tier:{tier}"] = [p.rel for p in tier_pages]
         pages += tier_pages
     failed_videos = videos.filter(pc.not_equal(videos["status"], "ok")).sort_by("uri")

@@ -209,24 +209,26 @@ def table_pages(prefix: str, title: str, header: Sequence[str], rows: list[tuple
     return pages
 
 
-def scene_pages(
-    tier: str, scenes: list[dict[str, Any]], config: ReportConfig, banner: str
-) -> list[Page]:
+def scene_pages(tier: str, scenes: pa.Table, config: ReportConfig, banner: str) -> list[Page]:
     """Pages of ``scenes`` (manifest rows of one tier, in (shard, key) order, with the clip's link
-    as ``href``: ``clip_hrefs``); ``write_pages``
-    reads their sample JSON, for the pages it writes only."""
-    parts = chunks(scenes, config.scenes_per_page)
+    as ``href``: ``clip_hrefs``). A page's rows become Python objects only when it is rendered,
+    and ``write_pages`` reads the sample JSON of the pages it writes only."""
+    size = config.scenes_per_page
+    count = max(1, -(-scenes.num_rows // size))
+    ids = list(zip(*(scenes[name].to_pylist() for name in ("key", "shard", "href"))))
     pages = []
-    for number, part in enumerate(parts, start=1):
-        def render(samples: dict[str, str], part: Sequence[dict[str, Any]] = part, number: int = number) -> str:
-            bar = nav(tier, number, len(parts))
-            body = "".join(scene_html(s, samples.get(s["key"]), config) for s in part)
+    for number in range(1, count + 1):
+        start = (number - 1) * size
+
+        def render(samples: dict[str, str], start: int = start, number: int = number) -> str:
+            bar = nav(tier, number, count)
+            body = "".join(scene_html(s, samples.get(s["key"]), config) for s in scenes.slice(start, size).to_pylist())
             return document(f"Scenes {tier}, page {number}", f"{bar}{body}{bar}", banner)
 
         # Links rather than clip paths: a moved or synced output needs no new pages.
-        spec = [tier, config.thumb_width, number < len(parts), bool(banner),
-                [[s["key"], s["shard"], s["href"]] for s in part]]
-        pages.append(Page(page_rel(tier, number), spec, render, [s["key"] for s in part]))
+        part = ids[start:start + size]
+        spec = [tier, config.thumb_width, number < count, bool(banner), [list(row) for row in part]]
+        pages.append(Page(page_rel(tier, number), spec, render, [key for key, _, _ in part]))
     return pages
 
 
