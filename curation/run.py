@@ -34,7 +34,7 @@ from curation.probe import probe_video
 from curation.scenes import assemble_scenes
 from curation.shots import detect_shots
 from curation.stage import Resources, Stage, run_locally
-from curation.store import Store, local_copy, scratch_root
+from curation.store import Store, local_copy, scratch_dir
 from curation.types import Scene, Shot, VideoInfo, canonical_uri, video_id_for
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def clips_step(record: VideoRecord, source: str, clips_url: str | Path, config: 
         return
     with _step(record, "clips"):
         store = Store(str(clips_url))
-        folder = Path(store.root) if store.local else scratch_root() / f"clips-{uuid.uuid4().hex}"
+        folder = Path(store.root) if store.local else scratch_dir() / f"clips-{uuid.uuid4().hex}"
         try:
             cut_clips(_at(record.info, source), record.scenes, folder, config.clips, threads=config.probe.decode_threads)
             for scene in record.scenes:

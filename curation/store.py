@@ -12,8 +12,10 @@ variables, ``AWS_ENDPOINT_URL`` included); nothing here reads or logs them.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -35,6 +37,37 @@ def scratch_root() -> Path:
     return Path(os.environ.get("HOLOCINE_SCRATCH") or tempfile.gettempdir()) / "holocine-scratch"
 
 
+def scratch_dir() -> Path:
+    """This process's folder in :func:`scratch_root`, made on first use. Folders that processes
+    of this host left behind when they died (a ``kill -9`` skips every cleanup) are removed then,
+    so scratch space on a long-lived node does not fill up. Only this host's folders are touched:
+    containers that share a temp folder have their own host names, and their own process ids."""
+    return _scratch_dir(scratch_root(), os.getpid())
+
+
+@functools.cache
+def _scratch_dir(root: Path, pid: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for entry in root.iterdir():
+        owner_host, _, owner = entry.name.rpartition("-pid")
+        if owner_host == host and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(entry, ignore_errors=True)
+    mine = root / f"{host}-pid{pid}"
+    mine.mkdir(exist_ok=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _is_local(url: str) -> bool:
     return not is_remote(url) or url.startswith("file://")
 
@@ -47,10 +80,8 @@ def local_copy(uri: str, suffix: str = "") -> Iterator[str]:
     if _is_local(uri):
         yield uri.removeprefix("file://")
         return
-    scratch = scratch_root()
-    scratch.mkdir(parents=True, exist_ok=True)
     # Unique per attempt: a straggler of a killed run may be staging the same object.
-    local = scratch / f"{uuid.uuid4().hex}{suffix or Path(uri).suffix.lower()}"
+    local = scratch_dir() / f"{uuid.uuid4().hex}{suffix or Path(uri).suffix.lower()}"
     try:
         with fsspec.open(uri, "rb") as source, open(local, "wb") as target:
             shutil.copyfileobj(source, target, length=8 << 20)
@@ -111,9 +142,7 @@ class Store:
             with atomic_path(self.path(rel)) as partial:
                 yield partial
             return
-        scratch = scratch_root()
-        scratch.mkdir(parents=True, exist_ok=True)
-        local = scratch / f"{uuid.uuid4().hex}-{Path(rel).name}"
+        local = scratch_dir() / f"{uuid.uuid4().hex}-{Path(rel).name}"
         try:
             yield local
             self.fs.put_file(str(local), self.path(rel))

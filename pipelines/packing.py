@@ -25,7 +25,7 @@ from typing import Any, Callable
 import fsspec
 
 from curation.shards import SampleMeta, shard_name, write_shard
-from curation.store import Store, scratch_root
+from curation.store import Store, scratch_dir
 from pipelines.config import ShardConfig
 from pipelines.ledger import Ledger
 from pipelines.scheduling import from_tasks, task_of
@@ -93,7 +93,7 @@ def write_planned_shard(task: ShardTask, output: str) -> int:
     if store.local:
         count = write_shard(Path(store.path(f"shards/{name}")), _samples(task.entries))
     else:
-        folder = scratch_root() / f"shard-{uuid.uuid4().hex}"
+        folder = scratch_dir() / f"shard-{uuid.uuid4().hex}"
         try:
             count = write_shard(folder / name, _samples(task.entries))
             # Whatever the writer put beside the tar goes first, so a reader that sees a tar finds it.

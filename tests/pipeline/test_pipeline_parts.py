@@ -3,6 +3,9 @@ and packing, resume planning, the stages. Stages are plain objects, so they are 
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from pathlib import Path
 
 import fsspec
@@ -13,7 +16,7 @@ from curation.inputs import discover_inputs
 from curation.run import CurateStage, VideoTask, curate_video
 from curation.shards import SampleMeta, read_shard, shard_name
 from curation.stage import Resources, run_locally
-from curation.store import Store, local_copy
+from curation.store import Store, local_copy, scratch_dir
 from pipelines.bookkeeping import plan_work, reason_of
 from pipelines.config import ShardConfig, load_config
 from pipelines.ledger import Ledger
@@ -67,12 +70,33 @@ def test_remote_inputs_are_copied_for_the_block_and_removed(videos, tmp_path, mo
     assert discover_inputs("memory://bucket/") == ["memory:///bucket/clip.mp4"]
     with local_copy("memory://bucket/clip.mp4") as local:
         assert Path(local).read_bytes() == data and Path(local).suffix == ".mp4"
-        assert Path(local).parent == tmp_path / "holocine-scratch"
+        assert Path(local).parent.parent == tmp_path / "holocine-scratch"
     assert not Path(local).exists()
     # A local input is read in place and never deleted.
     with local_copy(str(videos / "synthetic_0.mp4")) as local:
         assert local == str(videos / "synthetic_0.mp4")
     assert (videos / "synthetic_0.mp4").exists()
+
+
+def test_scratch_left_by_dead_processes_of_this_host_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLOCINE_SCRATCH", str(tmp_path))
+    root = tmp_path / "holocine-scratch"
+    dead = _a_dead_pid()
+    host = socket.gethostname()
+    left = {name: root / name for name in (f"{host}-pid{dead}", f"{host}-pid1", f"other-host-pid{dead}")}
+    for folder in left.values():
+        folder.mkdir(parents=True)
+        (folder / "staged.mp4").write_bytes(b"x")
+    mine = scratch_dir()
+    assert mine == root / f"{host}-pid{os.getpid()}" and mine.is_dir()
+    assert not left[f"{host}-pid{dead}"].exists(), "a dead process's copies are removed"
+    assert left[f"{host}-pid1"].exists() and left[f"other-host-pid{dead}"].exists(), "live or foreign ones stay"
+
+
+def _a_dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_an_unreadable_remote_input_is_a_failed_record(tmp_path):
