@@ -6,7 +6,9 @@
 Each source shard becomes one cache shard of the same name (ranks take shards ``i % world == rank``),
 so the trainer's shard order, and with it the sample stream, is the same on cached and raw data.
 A cache sample is ``KEY.json`` (key, token spans) + ``KEY.safetensors``: normalised VAE latents
-(fp32), umT5 states trimmed to the prompt's tokens (in the encoder's dtype) and latent shot ids.
+(fp32), umT5 states trimmed to the prompt's tokens (in the encoder's dtype) and latent shot ids. Each
+cache shard gets a sample index next to it, as the pipeline's shards do, so training readers split the
+cache by byte ranges too.
 Train on it with ``data.shards=[out/latents/*.tar]``; the bucket and encoders must match.
 """
 
@@ -15,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import webdataset as wds
 from safetensors.torch import save as save_safetensors
 
-from curation.files import atomic_path
+from curation.shard_index import write_indexed_tar
 
 from .config import TrainConfig, add_config_arguments, argument_parser, load_config
 from .data import SampleDecoder, ShardStream, SkipGuard, collate, decoded, expand_shards
@@ -49,18 +51,18 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
 
 def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
                 guard: SkipGuard) -> int:
-    """Encode every readable sample of one shard into ``out``, atomically; returns the count."""
+    """Encode every readable sample of one shard into ``out`` and its sample index, atomically; returns the count."""
     samples = decoded(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
-    count = 0
-    with atomic_path(out) as partial, open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
-        while chunk := [s for _, s in zip(range(batch_size), samples)]:
-            batch = collate(chunk)
-            batch["latents"] = encoders.encode_video(batch.pop("video"))
-            batch["text_states"] = encoders.encode_text(batch["input_ids"], batch["attention_mask"])
-            for i in range(len(chunk)):
-                writer.write(cache_sample(encoders, batch, i))
-            count += len(chunk)
-    return count
+    return write_indexed_tar(out, _encoded(samples, encoders, batch_size))
+
+
+def _encoded(samples: Iterator[dict], encoders: Encoders, batch_size: int) -> Iterator[dict]:
+    while chunk := [s for _, s in zip(range(batch_size), samples)]:
+        batch = collate(chunk)
+        batch["latents"] = encoders.encode_video(batch.pop("video"))
+        batch["text_states"] = encoders.encode_text(batch["input_ids"], batch["attention_mask"])
+        for i in range(len(chunk)):
+            yield cache_sample(encoders, batch, i)
 
 
 def run(config: TrainConfig, out: Path) -> None:

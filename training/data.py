@@ -94,6 +94,16 @@ class Position:
         return Position(self.epoch, self.index + 1, self.global_index + 1, self.local_index + 1)
 
 
+def resplit_position(positions: list[Position]) -> Position:
+    """Where every rank of a new world size resumes, from the positions the ranks of another one saved:
+    right after the furthest of them. The stream's order does not depend on the world size, so the rest
+    of the epoch is re-split over the new ranks and no sample is repeated. A rank that had skipped fewer
+    samples than the furthest one had not yet reached some of its samples: those are not used this epoch
+    (none when no sample was skipped). Rank-local indexes start again at 0."""
+    furthest = max(positions, key=lambda p: p.global_index)
+    return Position(furthest.epoch, furthest.index, furthest.global_index, -1)
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A sample that failed to decode, in its place in the stream."""

@@ -36,6 +36,7 @@ from .data import (
     BatchIterator,
     Position,
     SampleDecoder,
+    ShardCatalog,
     ShardStream,
     SkipGuard,
     expand_shards,
@@ -45,7 +46,7 @@ from .data import (
 from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
 from .lora import apply_lora
-from .metrics import MetricsLogger
+from .metrics import DataMeter, MetricsLogger
 from .parallel import World, all_mean, all_sum, barrier, init_world, shard_model
 from .prompt import PromptTokenizer
 from .video import write_mp4
@@ -99,7 +100,9 @@ class Step:
     def inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean latents and text states, from the cache or encoded now."""
         if "latents" in batch:
-            return batch["latents"].to(self.device), batch["text_states"].to(self.device)
+            # Pinned on CUDA (BatchIterator), so these copies overlap with the work already queued.
+            return (batch["latents"].to(self.device, non_blocking=True),
+                    batch["text_states"].to(self.device, non_blocking=True))
         return (self.encoders.encode_video(batch["video"]),
                 self.encoders.encode_text(batch["input_ids"], batch["attention_mask"]))
 
@@ -107,7 +110,8 @@ class Step:
         latents, text = self.inputs(batch)
         x_t, timesteps, target = self.flow.noised(latents, global_index)
         with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
-            pred = self.model(x_t, timesteps, text, batch["attention_mask"].to(self.device), batch["layout"])
+            pred = self.model(x_t, timesteps, text, batch["attention_mask"].to(self.device, non_blocking=True),
+                              batch["layout"])
         return F.mse_loss(pred.float(), target)
 
 
@@ -159,23 +163,24 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     elif resume:
         log.info("no checkpoint in %s to resume from: starting at step 0", checkpoints)
 
-    urls = expand_shards(config.data.shards)
+    # Every shard's sample index, read once here: the loader workers inherit it.
+    catalog = ShardCatalog.load(expand_shards(config.data.shards))
     # On the latent cache the encoders are only needed to decode validation videos.
     videos = bool(config.validation.every and config.validation.write_video)
     encoders = None
-    if videos or not is_latent_cache(urls):
+    if videos or not is_latent_cache(catalog):
         encoders = load_encoders(config.encoders.source, world.device,
                                  getattr(torch, config.encoders.dtype) if cuda else torch.float32)
     tokenizer = encoders.tokenizer if encoders else load_tokenizer(config.encoders.source)
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(tokenizer, config.data.text_len))
-    stream = ShardStream(urls, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
+    stream = ShardStream(catalog, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
                          config.data.shuffle_buffer, resume_after=position)
     # The skip window starts empty on resume; the count goes on.
     skips = SkipGuard.from_config(config.data, skipped)
-    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips)
+    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips, pin_memory=cuda)
     val_batches = []
     if config.validation.every:
-        val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples,
+        val_batches = fixed_batches(catalog, decoder, config.data.batch_size, config.validation.num_samples,
                                     SkipGuard.from_config(config.data))
 
     runner = Step(model, encoders, FlowMatching(config.flow, config.seed), world.device, autocast=bf16 and not world.distributed)
@@ -184,6 +189,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         metrics.log(0, {"val_loss": validation_loss(runner, val_batches)})
 
     model.train()
+    data_meter = DataMeter(batches)
     last_log = time.perf_counter()
     while step < config.optim.max_steps:
         step += 1
@@ -201,10 +207,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             if isinstance(grad_norm, DTensor):
                 grad_norm = grad_norm.full_tensor()
             values = {"loss": all_mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
-                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(skips.skipped)}
+                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(batches.skipped)}
             # .item() above synchronises the device, so this is the wall time of the steps since the last log.
             now = time.perf_counter()
             values["step_s"] = (now - last_log) / config.log_every
+            values.update(data_meter.values(now - last_log, config.log_every))
             last_log = now
             if cuda:
                 values["peak_gib"] = torch.cuda.max_memory_allocated(world.device) / 2**30
@@ -215,7 +222,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
                 sample_video(runner, val_batches[0], config, output / "samples" / f"step-{step:08d}.mp4", world)
             last_log = time.perf_counter()
         if step % config.checkpoint.every == 0 or step == config.optim.max_steps:
-            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, skips.skipped,
+            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, batches.skipped,
                                config.checkpoint.keep)
             last_log = time.perf_counter()  # step_s times training, not saving
         metrics.advance()
