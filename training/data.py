@@ -412,21 +412,26 @@ class Handover:
     reads: tuple[tuple[int, int], ...]  # (worker, bytes)
 
 
+def _next_batch(items: Iterator[dict | Skipped], batch_size: int, guard: SkipGuard,
+                pin_memory: bool) -> tuple[dict, Handover]:
+    samples, reads, position = [], [], None
+    while len(samples) < batch_size:
+        item = next(items)
+        # A skipped sample is consumed too: a resumed stream starts after it.
+        position = item.position if isinstance(item, Skipped) else item["position"]
+        reads.append((item.reader, item.bytes_read) if isinstance(item, Skipped) else item["read"])
+        if guard.admit(item):
+            samples.append(item)
+    return collate(samples, pin_memory), Handover(position, guard.skipped, len(reads), tuple(reads))
+
+
 def _fill(items: Iterator[dict | Skipped], batch_size: int, guard: SkipGuard, pin_memory: bool,
           out: queue.Queue, stop: threading.Event) -> None:
     """The prefetch thread: batches of ``items`` (collated, pinned, their shot layout built) into ``out``,
     then the exception that ended the stream (StopIteration included), until ``stop`` is set."""
     try:
         while not stop.is_set():
-            samples, reads, position = [], [], None
-            while len(samples) < batch_size:
-                item = next(items)
-                # A skipped sample is consumed too: a resumed stream starts after it.
-                position = item.position if isinstance(item, Skipped) else item["position"]
-                reads.append((item.reader, item.bytes_read) if isinstance(item, Skipped) else item["read"])
-                if guard.admit(item):
-                    samples.append(item)
-            _put(out, (collate(samples, pin_memory), Handover(position, guard.skipped, len(reads), tuple(reads))), stop)
+            _put(out, _next_batch(items, batch_size, guard, pin_memory), stop)
     except BaseException as exc:  # handed to the consumer, in order
         _put(out, exc, stop)
 
@@ -444,10 +449,11 @@ class BatchIterator:
     """Batches of ``batch_size`` consecutive samples of this rank's stream, with the resume position;
     the stream's skipped samples go to ``guard`` (by default one with DataConfig's window and threshold).
 
-    A background thread keeps ``prefetch`` batches ready (collated, in pinned memory with
-    ``pin_memory``), so the training step waits only when the loader workers fall behind. The resume
-    position, skip count and read statistics are those of the batches handed over, never of the
-    prefetched ones."""
+    A background thread keeps ``prefetch`` batches ready (collated, their shot layout built, in pinned
+    memory with ``pin_memory``), so the training step waits only when the loader workers fall behind;
+    ``prefetch=0`` forms each batch in ``__next__``. The resume position, skip count and read statistics
+    are those of the batches handed over, never of prefetched ones; ``guard`` itself has also seen the
+    prefetched batches' samples."""
 
     def __init__(self, stream: ShardStream, batch_size: int, num_workers: int, guard: SkipGuard | None = None,
                  pin_memory: bool = False, prefetch: int = 2) -> None:
@@ -461,12 +467,17 @@ class BatchIterator:
         self.index_bytes = stream.catalog.bytes_read  # this rank's catalog: index files, scanned headers
         self.reader_bytes: Counter[int] = Counter()  # loader worker -> bytes of the samples it read
         self.wait_s = 0.0  # time __next__ waited for a batch
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._pin_memory = pin_memory
+        self._items: Iterator[dict | Skipped] | None = None
+        self._queue: queue.Queue | None = None
         self._stop = threading.Event()
+        if prefetch < 1:  # batches formed in __next__, on the caller's thread
+            self._items = iter(loader)
+            return
+        self._queue = queue.Queue(maxsize=prefetch)
         # The thread holds the loader, not this object: dropping the iterator stops it and its workers.
-        self._thread = threading.Thread(target=_fill, daemon=True, name="batch-prefetch",
-                                        args=(iter(loader), batch_size, self.guard, pin_memory, self._queue, self._stop))
-        self._thread.start()
+        threading.Thread(target=_fill, daemon=True, name="batch-prefetch",
+                         args=(iter(loader), batch_size, self.guard, pin_memory, self._queue, self._stop)).start()
 
     @property
     def bytes_read(self) -> int:
@@ -477,11 +488,14 @@ class BatchIterator:
 
     def __next__(self) -> dict:
         start = time.perf_counter()
-        value = self._queue.get()
+        if self._queue is None:
+            value = _next_batch(self._items, self.batch_size, self.guard, self._pin_memory)
+        else:
+            value = self._queue.get()
+            if isinstance(value, BaseException):
+                self._queue.put(value)  # every later call raises it too
+                raise value
         self.wait_s += time.perf_counter() - start
-        if isinstance(value, BaseException):
-            self._queue.put(value)  # every later call raises it too
-            raise value
         batch, handover = value
         self.position, self.skipped = handover.position, handover.skipped
         self.samples += handover.samples

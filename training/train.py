@@ -177,7 +177,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
                          config.data.shuffle_buffer, resume_after=position)
     # The skip window starts empty on resume; the count goes on.
     skips = SkipGuard.from_config(config.data, skipped)
-    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips, pin_memory=cuda)
+    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips, pin_memory=cuda,
+                            prefetch=config.data.prefetch_batches)
     val_batches = []
     if config.validation.every:
         val_batches = fixed_batches(catalog, decoder, config.data.batch_size, config.validation.num_samples,
