@@ -26,7 +26,7 @@ from safetensors.torch import save as save_safetensors
 from curation.shard_index import write_indexed_tar
 
 from .config import TrainConfig, add_config_arguments, argument_parser, load_config
-from .data import SampleDecoder, ShardStream, SkipGuard, collate, decoded, expand_shards
+from .data import SampleDecoder, ShardCatalog, ShardStream, SkipGuard, collate, decoded, expand_shards
 from .encoders import Encoders, load_encoders
 from .parallel import init_world
 from .prompt import PromptTokenizer
@@ -49,7 +49,7 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
     return {"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": save_safetensors(tensors)}
 
 
-def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
+def cache_shard(url: str | ShardCatalog, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
                 guard: SkipGuard) -> int:
     """Encode every readable sample of one shard into ``out`` and its sample index, atomically; returns the count."""
     samples = decoded(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
@@ -71,13 +71,14 @@ def run(config: TrainConfig, out: Path) -> None:
     dtype = getattr(torch, config.encoders.dtype) if world.device.type == "cuda" else torch.float32
     encoders = load_encoders(config.encoders.source, world.device, dtype)
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(encoders.tokenizer, config.data.text_len))
-    urls = expand_shards(config.data.shards)
+    # Indexes read (or tar headers scanned) once for all shards; each shard is then read by byte ranges.
+    catalog = ShardCatalog.load(expand_shards(config.data.shards))
     guard = SkipGuard.from_config(config.data)
-    for i, url in enumerate(urls):
+    for i, (url, index) in enumerate(zip(catalog.urls, catalog.indexes)):
         if i % world.size != world.rank:
             continue
         name = Path(url.rsplit("/", 1)[-1]).name
-        count = cache_shard(url, out / name, decoder, encoders, config.data.batch_size, guard)
+        count = cache_shard(ShardCatalog((url,), (index,), 0), out / name, decoder, encoders, config.data.batch_size, guard)
         log.info("cached %d samples of %s", count, url)
 
 

@@ -242,7 +242,7 @@ class ShardCatalog:
                 log.warning("shard %s: %s; leaving it out", url, exc)
                 return None
 
-        with ThreadPoolExecutor(min(threads, len(urls))) as pool:
+        with ThreadPoolExecutor(max(1, min(threads, len(urls)))) as pool:
             loaded = list(pool.map(one, urls))
         scanned = [url for url, item in zip(urls, loaded) if item is not None and item.scanned]
         if scanned:

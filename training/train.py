@@ -46,7 +46,7 @@ from .data import (
 from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
 from .lora import apply_lora
-from .metrics import DataMeter, MetricsLogger
+from .metrics import DataMeter, MetricsLogger, per_rank
 from .parallel import World, all_mean, all_sum, barrier, init_world, shard_model
 from .prompt import PromptTokenizer
 from .video import write_mp4
@@ -165,6 +165,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
 
     # Every shard's sample index, read once here: the loader workers inherit it.
     catalog = ShardCatalog.load(expand_shards(config.data.shards))
+    # Every rank computes the stream's order itself: a shard one rank failed to read would shift it.
+    seen = per_rank([len(catalog.urls), catalog.num_samples])
+    if any(row != seen[0] for row in seen):
+        raise RuntimeError(f"ranks see different shards (shards, samples per rank: {seen}): a shard was unreadable "
+                           "on some ranks only; see the warnings above")
     # On the latent cache the encoders are only needed to decode validation videos.
     videos = bool(config.validation.every and config.validation.write_video)
     encoders = None

@@ -183,3 +183,15 @@ def test_a_reader_killed_with_sigkill_resumes_without_repeats_or_gaps(corpus, tm
     run_readers(shards, one, "--save-every", "3", "--resume", nproc=1)
     used = consumed(killed, 0, up_to=6) + consumed(killed, 1, up_to=6) + consumed(one, 0)
     assert sorted(used) == all_keys(corpus)
+
+
+def test_the_index_command_writes_missing_and_stale_indexes(tmp_path):
+    from curation.shard_index import main
+
+    paths = write_corpus(tmp_path, [3, 2])
+    expected = [Path(index_url(p)).read_bytes() for p in paths]
+    Path(index_url(paths[0])).unlink()
+    Path(index_url(paths[1])).write_bytes(ShardIndex(1, ("x",), (0,), (512,)).to_json())  # another tar's
+    main([f"{tmp_path}/shard-*.tar"])
+    assert [Path(index_url(p)).read_bytes() for p in paths] == expected
+    assert ShardCatalog.load([str(p) for p in paths]).bytes_read == sum(map(len, expected))  # nothing scanned
