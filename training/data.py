@@ -205,8 +205,9 @@ class SampleDecoder:
         latent_frames = (self.frames - 1) // 4 + 1
         if tensors["latents"].shape[1] != latent_frames:
             raise ValueError(f"cached for {tensors['latents'].shape[1]} latent frames, the bucket has {latent_frames}")
-        # The cache keeps only the prompt's tokens; pad back to text_len with zero states.
-        states = tensors["text_states"].float()
+        # The cache keeps only the prompt's tokens; pad back to text_len with zero states. They stay in the
+        # cache's dtype (bf16 from GPU encoders) up to the device, which casts them: half the bytes to move.
+        states = tensors["text_states"]
         length = states.shape[0]
         if length > self.text_len:
             raise ValueError(f"cached with {length} text tokens, text_len is {self.text_len}")

@@ -102,7 +102,7 @@ class Step:
         if "latents" in batch:
             # Pinned on CUDA (BatchIterator), so these copies overlap with the work already queued.
             return (batch["latents"].to(self.device, non_blocking=True),
-                    batch["text_states"].to(self.device, non_blocking=True))
+                    batch["text_states"].to(self.device, non_blocking=True).float())
         return (self.encoders.encode_video(batch["video"]),
                 self.encoders.encode_text(batch["input_ids"], batch["attention_mask"]))
 
