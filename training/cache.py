@@ -52,7 +52,8 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
 def cache_shard(url: str | ShardCatalog, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
                 guard: SkipGuard) -> int:
     """Encode every readable sample of one shard into ``out`` and its sample index, atomically; returns the count."""
-    samples = decoded(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
+    shards = url if isinstance(url, ShardCatalog) else [url]
+    samples = decoded(ShardStream(shards, decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
     return write_indexed_tar(out, _encoded(samples, encoders, batch_size))
 
 

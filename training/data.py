@@ -477,8 +477,9 @@ class BatchIterator:
             return
         self._queue = queue.Queue(maxsize=prefetch)
         # The thread holds the loader, not this object: dropping the iterator stops it and its workers.
-        threading.Thread(target=_fill, daemon=True, name="batch-prefetch",
-                         args=(iter(loader), batch_size, self.guard, pin_memory, self._queue, self._stop)).start()
+        self._thread = threading.Thread(target=_fill, daemon=True, name="batch-prefetch",
+                                        args=(iter(loader), batch_size, self.guard, pin_memory, self._queue, self._stop))
+        self._thread.start()
 
     @property
     def bytes_read(self) -> int:
@@ -504,8 +505,12 @@ class BatchIterator:
             self.reader_bytes[worker] += count
         return batch
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Stop prefetching and wait for the thread to let go of the loader: a thread still decoding
+        while the interpreter shuts down can crash it."""
         self._stop.set()
+        if self._queue is not None:
+            self._thread.join(timeout_s)
 
     def __del__(self) -> None:
         self._stop.set()

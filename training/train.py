@@ -234,6 +234,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         metrics.advance()
 
     metrics.close()
+    batches.close()
     export_path = output / "export" / "dit.safetensors"
     checkpointing.export(model, export_path, config.checkpoint.export_layout, config.lora, world.is_main)
     return export_path

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from safetensors.torch import load as load_safetensors
 from webdataset import tariterators
 
 from training_helpers import losses, train
+
+from curation.shard_index import ShardIndex, index_url, scan_local_tar
 
 
 def test_cache_shards_hold_latents_states_and_layout(cache):
@@ -14,6 +18,10 @@ def test_cache_shards_hold_latents_states_and_layout(cache):
     tensors = load_safetensors(sample["safetensors"])
     assert tensors["latents"].shape == (4, 5, 4, 4)  # tiny VAE: 4 channels, (17-1)/4+1 frames, 32/8
     assert tensors["text_states"].shape[1] == 24 and tensors["shot_ids"].shape == (5,)
+    # Each cache shard has its sample index, so readers split the cache by byte ranges too.
+    for tar in cache.glob("*.tar"):
+        index = ShardIndex.from_json(Path(index_url(tar)).read_bytes())
+        assert index == scan_local_tar(tar) and len(index) == 4
 
 
 def test_training_on_the_cache_matches_training_on_clips(shards, cache, tmp_path):
