@@ -1,6 +1,6 @@
 """Bytes read and samples/s of the training data path, per reader and per rank, local and over S3.
 
-    python benchmarks/data_loader.py [--layouts 1x1,1x2,2x2,4x2] [--samples 48] [--shards 3] [--no-s3]
+    python benchmarks/data_loader.py [--layouts 1x1,1x2,2x2,4x2] [--samples 96] [--shards 3] [--no-s3]
 
 Writes a small corpus twice, as the trainer sees it: raw clips (the pipeline's shard format, 33-frame
 multi-shot H.264 clips at 64x64, decoded to the 17x64x64 bucket with the tiny tokenizer) and a latent
@@ -56,10 +56,10 @@ def write_raw(folder: Path, samples: int, shards: int) -> None:
         make_multishot_video(path, lengths, width=64, height=64, fps=16, seed=i)
         starts = [sum(lengths[:k]) for k in range(len(lengths))]
         captions = [f"shot {k} of clip {i}" for k in range(len(lengths))]
+        shots = [{"start_frame": s, "end_frame": s + n, "caption": c} for s, n, c in zip(starts, lengths, captions)]
         meta = SampleMeta(key=f"clip-{i:05d}", source={"uri": str(path), "video_id": str(i), "start_s": 0.0, "end_s": 2.0},
                           fps=16, num_frames=sum(lengths), width=64, height=64, global_caption="moving colour fields.",
-                          shots=[{"start_frame": s, "end_frame": s + n, "caption": c} for s, n, c in zip(starts, lengths, captions)],
-                          shot_cut_frames=starts[1:], prompt=prompt(captions))
+                          shots=shots, shot_cut_frames=starts[1:], prompt=prompt(captions))
         made.append((meta, path.read_bytes()))
     per = -(-samples // shards)
     for s in range(shards):
@@ -76,7 +76,8 @@ def write_cache(folder: Path, samples: int, shards: int) -> None:
                            "text_states": torch.randn(120, 4096, generator=generator).bfloat16(),
                            "shot_ids": torch.tensor([0, 0, 0, 1, 1])}
                 meta = {"key": f"clip-{i:05d}", "global_span": [0, 10], "shot_spans": [[10, 60], [60, 119]]}
-                yield {"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": save_safetensors(tensors)}
+                yield {"__key__": meta["key"], "json": json.dumps(meta).encode(),
+                       "safetensors": save_safetensors(tensors)}
         write_indexed_tar(folder / f"shard-{s:06d}.tar", shard_samples())
 
 
@@ -127,8 +128,9 @@ def measure(pattern: str, decoder: SampleDecoder, ranks: int, workers: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layouts", default="1x1,1x2,2x2,4x2", help="RANKSxWORKERS, comma separated (default: %(default)s)")
-    parser.add_argument("--samples", type=int, default=48, help="samples per corpus (default: %(default)s)")
+    parser.add_argument("--layouts", default="1x1,1x2,2x2,4x2",
+                        help="RANKSxWORKERS, comma separated (default: %(default)s)")
+    parser.add_argument("--samples", type=int, default=96, help="samples per corpus (default: %(default)s)")
     parser.add_argument("--shards", type=int, default=3, help="shards per corpus (default: %(default)s)")
     parser.add_argument("--no-s3", action="store_true", help="local tars only (default: off, also moto_server)")
     args = parser.parse_args()
@@ -156,8 +158,9 @@ def main() -> None:
                 for kind, pattern in kinds.items():
                     for ranks, workers in layouts:
                         m = measure(pattern, decoder, ranks, workers)
-                        print(f"| {source} | {kind} | {ranks} x {workers} | {m['readers']} | {m['read'] / m['corpus']:.3f} "
-                              f"| {m['min'] / m['corpus']:.3f} / {m['max'] / m['corpus']:.3f} | {m['index']:,} "
+                        corpus = m["corpus"]
+                        print(f"| {source} | {kind} | {ranks} x {workers} | {m['readers']} | {m['read'] / corpus:.3f} "
+                              f"| {m['min'] / corpus:.3f} / {m['max'] / corpus:.3f} | {m['index']:,} "
                               f"| {m['samples_per_s']:.1f} |", flush=True)
         finally:
             if server is not None:

@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("shards", nargs="+", metavar="SHARD",
                         help="tar paths, globs or fsspec URLs (s3://bucket/shards/*.tar) whose index to write")
     parser.add_argument("--force", action="store_true",
-                        help="rewrite indexes that exist and match their tar (default: off, only missing or stale ones)")
+                        help="rewrite indexes that exist and match their tar "
+                             "(default: off, only missing or stale ones)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for url in _tar_urls(args.shards):

@@ -79,7 +79,8 @@ def run(config: TrainConfig, out: Path) -> None:
         if i % world.size != world.rank:
             continue
         name = Path(url.rsplit("/", 1)[-1]).name
-        count = cache_shard(ShardCatalog((url,), (index,), 0), out / name, decoder, encoders, config.data.batch_size, guard)
+        one = ShardCatalog((url,), (index,), 0)
+        count = cache_shard(one, out / name, decoder, encoders, config.data.batch_size, guard)
         log.info("cached %d samples of %s", count, url)
 
 

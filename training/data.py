@@ -477,8 +477,8 @@ class BatchIterator:
             return
         self._queue = queue.Queue(maxsize=prefetch)
         # The thread holds the loader, not this object: dropping the iterator stops it and its workers.
-        self._thread = threading.Thread(target=_fill, daemon=True, name="batch-prefetch",
-                                        args=(iter(loader), batch_size, self.guard, pin_memory, self._queue, self._stop))
+        args = (iter(loader), batch_size, self.guard, pin_memory, self._queue, self._stop)
+        self._thread = threading.Thread(target=_fill, args=args, daemon=True, name="batch-prefetch")
         self._thread.start()
 
     @property

@@ -26,8 +26,8 @@ from training.data import BatchIterator, Position, ShardStream, expand_shards, r
 
 def light_decode(raw: dict) -> dict:
     """The key and a one-shot layout: what collate needs, without decoding video (the test is about I/O)."""
-    return {"key": raw["__key__"], "shot_ids": torch.zeros(1, dtype=torch.long), "global_span": torch.zeros(2, dtype=torch.long),
-            "shot_spans": torch.zeros(1, 2, dtype=torch.long), "bytes": torch.tensor(sum(len(v) for v in raw.values() if isinstance(v, bytes)))}
+    return {"key": raw["__key__"], "shot_ids": torch.zeros(1, dtype=torch.long),
+            "global_span": torch.zeros(2, dtype=torch.long), "shot_spans": torch.zeros(1, 2, dtype=torch.long)}
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ WORKERS = 2
 
 
 def write_corpus(folder: Path, sizes: list[int], seed: int = 0) -> list[Path]:
-    """Shards of samples with a random-bytes ``bin`` of 1-30 KB and a small ``json``; ``sizes[i]`` samples in shard i."""
+    """Shards of samples with random bytes (``bin``, 1-30 KB) and a small ``json``: ``sizes[i]`` in shard i."""
     rng = random.Random(seed)
     paths, n = [], 0
     for shard, count in enumerate(sizes):
