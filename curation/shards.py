@@ -11,11 +11,10 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import webdataset as wds
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from curation.files import atomic_path
 from curation.prompt_format import CUT_MARK, count_shots
+from curation.shard_index import write_indexed_tar
 
 SHOT_CUT = CUT_MARK  # the name other modules import
 
@@ -82,13 +81,12 @@ class SampleMeta(BaseModel):
 
 
 def write_shard(path: str | Path, samples: Iterable[tuple[SampleMeta, bytes]]) -> int:
-    """Write (meta, mp4 bytes) samples to one tar, atomically; returns how many were written."""
-    count = 0
-    with atomic_path(path) as partial, open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
-        for meta, mp4 in samples:
-            writer.write({"__key__": meta.key, "mp4": mp4, "json": meta.model_dump_json().encode()})
-            count += 1
-    return count
+    """Write (meta, mp4 bytes) samples to one tar, atomically, with its sample index
+    (``curation.shard_index.index_url(path)``); returns how many were written.
+
+    The index is published before the tar, so a reader that sees the tar finds its index."""
+    return write_indexed_tar(path, ({"__key__": meta.key, "mp4": mp4, "json": meta.model_dump_json().encode()}
+                                    for meta, mp4 in samples))
 
 
 def read_shard(path: str | Path) -> Iterator[tuple[SampleMeta, bytes]]:

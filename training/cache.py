@@ -5,8 +5,10 @@
 
 Each source shard becomes one cache shard of the same name (ranks take shards ``i % world == rank``),
 so the trainer's shard order, and with it the sample stream, is the same on cached and raw data.
-A cache sample is ``KEY.json`` (key, token spans, the span rule) + ``KEY.safetensors``: normalised VAE latents
-(fp32), umT5 states trimmed to the prompt's tokens (in the encoder's dtype) and latent shot ids.
+A cache sample is ``KEY.json`` (key, token spans, the span rule) + ``KEY.safetensors``: normalised VAE
+latents (fp32), umT5 states trimmed to the prompt's tokens (in the encoder's dtype) and latent shot ids.
+Each cache shard gets a sample index next to it, as the pipeline's shards do, so training readers split
+the cache by byte ranges too.
 Train on it with ``data.shards=[out/latents/*.tar]``; the bucket and encoders must match.
 """
 
@@ -15,16 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import webdataset as wds
 from safetensors.torch import save as save_safetensors
 
-from curation.files import atomic_path
+from curation.shard_index import write_indexed_tar
 
 from .config import TrainConfig, add_config_arguments, argument_parser, load_config
-from .data import SampleDecoder, ShardStream, SkipGuard, _tar_samples, collate, decoded, expand_shards
+from .data import SampleDecoder, ShardCatalog, ShardStream, SkipGuard, collate, decoded, expand_shards
 from .encoders import Encoders, load_encoders
 from .parallel import init_world
 from .prompt import PromptTokenizer
@@ -36,15 +38,16 @@ log = logging.getLogger("training.cache")
 SPAN_RULE = "holocine"
 
 
-def check_span_rule(urls: list[str]) -> None:
-    """Raise if ``urls`` are a latent cache whose spans were computed with another rule (from its first sample)."""
-    first = next(_tar_samples(urls[0]), {}) if urls else {}
+def check_span_rule(catalog: ShardCatalog) -> None:
+    """Raise if the shards are a latent cache whose spans were computed with another rule (from its first sample)."""
+    shard = next((s for s, index in enumerate(catalog.indexes) if len(index)), None)
+    first = catalog.read(shard, 0)[0] if shard is not None else {}
     if "safetensors" not in first:
         return  # raw shards: spans are computed now
     rule = json.loads(first["json"]).get("span_rule")
     if rule != SPAN_RULE:
-        raise ValueError(f"{urls[0]}: latent cache made with span rule {rule!r}, training uses {SPAN_RULE!r}; "
-                         "rebuild it with python -m training.cache")
+        raise ValueError(f"{catalog.urls[shard]}: latent cache made with span rule {rule!r}, training uses "
+                         f"{SPAN_RULE!r}; rebuild it with python -m training.cache")
 
 
 def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
@@ -62,20 +65,21 @@ def cache_sample(encoders: Encoders, batch: dict, index: int) -> dict:
     return {"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": save_safetensors(tensors)}
 
 
-def cache_shard(url: str, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
+def cache_shard(url: str | ShardCatalog, out: Path, decoder: SampleDecoder, encoders: Encoders, batch_size: int,
                 guard: SkipGuard) -> int:
-    """Encode every readable sample of one shard into ``out``, atomically; returns the count."""
-    samples = decoded(ShardStream([url], decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
-    count = 0
-    with atomic_path(out) as partial, open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
-        while chunk := [s for _, s in zip(range(batch_size), samples)]:
-            batch = collate(chunk)
-            batch["latents"] = encoders.encode_video(batch.pop("video"))
-            batch["text_states"] = encoders.encode_text(batch["input_ids"], batch["attention_mask"])
-            for i in range(len(chunk)):
-                writer.write(cache_sample(encoders, batch, i))
-            count += len(chunk)
-    return count
+    """Encode every readable sample of one shard into ``out`` and its sample index, atomically; returns the count."""
+    shards = url if isinstance(url, ShardCatalog) else [url]
+    samples = decoded(ShardStream(shards, decoder, shuffle_shards=False, shuffle_buffer=0, loop=False), guard)
+    return write_indexed_tar(out, _encoded(samples, encoders, batch_size))
+
+
+def _encoded(samples: Iterator[dict], encoders: Encoders, batch_size: int) -> Iterator[dict]:
+    while chunk := [s for _, s in zip(range(batch_size), samples)]:
+        batch = collate(chunk)
+        batch["latents"] = encoders.encode_video(batch.pop("video"))
+        batch["text_states"] = encoders.encode_text(batch["input_ids"], batch["attention_mask"])
+        for i in range(len(chunk)):
+            yield cache_sample(encoders, batch, i)
 
 
 def run(config: TrainConfig, out: Path) -> None:
@@ -84,13 +88,15 @@ def run(config: TrainConfig, out: Path) -> None:
     dtype = getattr(torch, config.encoders.dtype) if world.device.type == "cuda" else torch.float32
     encoders = load_encoders(config.encoders.source, world.device, dtype)
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(encoders.tokenizer, config.data.text_len))
-    urls = expand_shards(config.data.shards)
+    # Indexes read (or tar headers scanned) once for all shards; each shard is then read by byte ranges.
+    catalog = ShardCatalog.load(expand_shards(config.data.shards))
     guard = SkipGuard.from_config(config.data)
-    for i, url in enumerate(urls):
+    for i, (url, index) in enumerate(zip(catalog.urls, catalog.indexes)):
         if i % world.size != world.rank:
             continue
         name = Path(url.rsplit("/", 1)[-1]).name
-        count = cache_shard(url, out / name, decoder, encoders, config.data.batch_size, guard)
+        one = ShardCatalog((url,), (index,), 0)
+        count = cache_shard(one, out / name, decoder, encoders, config.data.batch_size, guard)
         log.info("cached %d samples of %s", count, url)
 
 

@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 from holocine_model import save_checkpoint
 
 from .config import LoRAConfig
-from .data import Position
+from .data import Position, resplit_position
 from .lora import merge_lora
 from .parallel import barrier
 
@@ -97,10 +97,18 @@ def load(folder: Path, model, optimizer, scheduler, rank: int) -> tuple[int, Pos
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     trainer = torch.load(folder / TRAINER_STATE, weights_only=True)
     scheduler.load_state_dict(trainer["scheduler"])
-    mine = trainer["ranks"][rank]
+    ranks = trainer["ranks"]
+    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    mine = ranks[rank % len(ranks)]
     torch.set_rng_state(mine["rng"])
     log.info("resumed from %s at step %d", folder, trainer["step"])
-    return trainer["step"], Position(**mine["position"]), mine["skipped"]
+    if len(ranks) == world_size:
+        return trainer["step"], Position(**mine["position"]), mine["skipped"]
+    # Another world size: every rank continues after the furthest saved position (README, Resume).
+    log.warning("the checkpoint was saved by %d ranks, this run has %d: the rest of the epoch is re-split",
+                len(ranks), world_size)
+    skipped = sum(r["skipped"] for r in ranks) if rank == 0 else 0  # the logged total stays the same
+    return trainer["step"], resplit_position([Position(**r["position"]) for r in ranks]), skipped
 
 
 def load_model_only(state: dict, folder: Path) -> None:

@@ -27,7 +27,10 @@ class DataConfig:
     batch_size: int = 1  # per rank
     num_workers: int = 2
     shuffle_shards: bool = True
-    shuffle_buffer: int = 64  # samples; 0 or 1 keeps stream order
+    # Sample locations (not bytes: readers fetch each sample's byte range), so a large buffer costs no I/O.
+    shuffle_buffer: int = 64  # 0 or 1 keeps stream order
+    # Batches a background thread keeps ready (collated, shot layout built, pinned on CUDA); 0 = none.
+    prefetch_batches: int = 2
     text_len: int = 512
     # A sample that fails to decode is skipped; the run stops when more than `max_skipped_fraction` of
     # the last `skip_window` samples of a rank's stream were (broken data, or a bucket or text_len most

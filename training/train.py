@@ -37,6 +37,7 @@ from .data import (
     BatchIterator,
     Position,
     SampleDecoder,
+    ShardCatalog,
     ShardStream,
     SkipGuard,
     expand_shards,
@@ -46,7 +47,7 @@ from .data import (
 from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
 from .lora import apply_lora
-from .metrics import MetricsLogger
+from .metrics import DataMeter, MetricsLogger, per_rank
 from .parallel import World, all_mean, all_sum, barrier, init_world, shard_model
 from .prompt import PromptTokenizer
 from .validation_video import transition_validation
@@ -101,7 +102,9 @@ class Step:
     def inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean latents and text states, from the cache or encoded now."""
         if "latents" in batch:
-            return batch["latents"].to(self.device), batch["text_states"].to(self.device)
+            # Pinned on CUDA (BatchIterator), so these copies overlap with the work already queued.
+            return (batch["latents"].to(self.device, non_blocking=True),
+                    batch["text_states"].to(self.device, non_blocking=True).float())
         return (self.encoders.encode_video(batch["video"]),
                 self.encoders.encode_text(batch["input_ids"], batch["attention_mask"]))
 
@@ -109,7 +112,8 @@ class Step:
         latents, text = self.inputs(batch)
         x_t, timesteps, target = self.flow.noised(latents, global_index)
         with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
-            pred = self.model(x_t, timesteps, text, batch["attention_mask"].to(self.device), batch["layout"])
+            pred = self.model(x_t, timesteps, text, batch["attention_mask"].to(self.device, non_blocking=True),
+                              batch["layout"])
         return F.mse_loss(pred.float(), target)
 
 
@@ -161,24 +165,31 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     elif resume:
         log.info("no checkpoint in %s to resume from: starting at step 0", checkpoints)
 
-    urls = expand_shards(config.data.shards)
-    check_span_rule(urls)
+    # Every shard's sample index, read once here: the loader workers inherit it.
+    catalog = ShardCatalog.load(expand_shards(config.data.shards))
+    # Every rank computes the stream's order itself: a shard one rank failed to read would shift it.
+    seen = per_rank([len(catalog.urls), catalog.num_samples])
+    if any(row != seen[0] for row in seen):
+        raise RuntimeError(f"ranks see different shards (shards, samples per rank: {seen}): a shard was unreadable "
+                           "on some ranks only; see the warnings above")
+    check_span_rule(catalog)
     # On the latent cache the encoders are only needed to decode validation videos.
     videos = bool(config.validation.every and config.validation.write_video) or config.validation.transition_every > 0
     encoders = None
-    if videos or not is_latent_cache(urls):
+    if videos or not is_latent_cache(catalog):
         encoders = load_encoders(config.encoders.source, world.device,
                                  getattr(torch, config.encoders.dtype) if cuda else torch.float32)
     tokenizer = encoders.tokenizer if encoders else load_tokenizer(config.encoders.source)
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(tokenizer, config.data.text_len))
-    stream = ShardStream(urls, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
+    stream = ShardStream(catalog, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
                          config.data.shuffle_buffer, resume_after=position)
     # The skip window starts empty on resume; the count goes on.
     skips = SkipGuard.from_config(config.data, skipped)
-    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips)
+    batches = BatchIterator(stream, config.data.batch_size, config.data.num_workers, skips, pin_memory=cuda,
+                            prefetch=config.data.prefetch_batches)
     val_batches = []
     if config.validation.every or config.validation.transition_every:
-        val_batches = fixed_batches(urls, decoder, config.data.batch_size, config.validation.num_samples,
+        val_batches = fixed_batches(catalog, decoder, config.data.batch_size, config.validation.num_samples,
                                     SkipGuard.from_config(config.data))
 
     runner = Step(model, encoders, FlowMatching(config.flow, config.seed), world.device, autocast=bf16 and not world.distributed)
@@ -187,6 +198,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         metrics.log(0, {"val_loss": validation_loss(runner, val_batches)})
 
     model.train()
+    data_meter = DataMeter(batches)
     last_log = time.perf_counter()
     while step < config.optim.max_steps:
         step += 1
@@ -204,10 +216,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             if isinstance(grad_norm, DTensor):
                 grad_norm = grad_norm.full_tensor()
             values = {"loss": all_mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
-                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(skips.skipped)}
+                      "lr": scheduler.get_last_lr()[0], "skipped": all_sum(batches.skipped)}
             # .item() above synchronises the device, so this is the wall time of the steps since the last log.
             now = time.perf_counter()
             values["step_s"] = (now - last_log) / config.log_every
+            values.update(data_meter.values(now - last_log, config.log_every))
             last_log = now
             if cuda:
                 values["peak_gib"] = torch.cuda.max_memory_allocated(world.device) / 2**30
@@ -222,12 +235,13 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             metrics.log(step, transition_validation(runner, val_batches, config, folder, world))
             last_log = time.perf_counter()
         if step % config.checkpoint.every == 0 or step == config.optim.max_steps:
-            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, skips.skipped,
+            checkpointing.save(checkpoints, step, model, optimizer, scheduler, batches.position, batches.skipped,
                                config.checkpoint.keep)
             last_log = time.perf_counter()  # step_s times training, not saving
         metrics.advance()
 
     metrics.close()
+    batches.close()
     export_path = output / "export" / "dit.safetensors"
     checkpointing.export(model, export_path, config.checkpoint.export_layout, config.lora, world.is_main)
     return export_path

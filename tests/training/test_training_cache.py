@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import webdataset as wds
@@ -10,10 +11,12 @@ from safetensors.torch import load as load_safetensors
 from webdataset import tariterators
 
 from training.cache import SPAN_RULE, check_span_rule
-from training.data import SampleDecoder
+from training.data import SampleDecoder, ShardCatalog
 from training.encoders import load_tokenizer
 from training.prompt import PromptTokenizer
 from training_helpers import losses, train
+
+from curation.shard_index import ShardIndex, index_url, scan_local_tar
 
 
 def test_cache_shards_hold_latents_states_and_layout(cache):
@@ -22,6 +25,10 @@ def test_cache_shards_hold_latents_states_and_layout(cache):
     tensors = load_safetensors(sample["safetensors"])
     assert tensors["latents"].shape == (4, 5, 4, 4)  # tiny VAE: 4 channels, (17-1)/4+1 frames, 32/8
     assert tensors["text_states"].shape[1] == 24 and tensors["shot_ids"].shape == (5,)
+    # Each cache shard has its sample index, so readers split the cache by byte ranges too.
+    for tar in cache.glob("*.tar"):
+        index = ShardIndex.from_json(Path(index_url(tar)).read_bytes())
+        assert index == scan_local_tar(tar) and len(index) == 4
 
 
 def test_training_on_the_cache_matches_training_on_clips(shards, cache, tmp_path):
@@ -42,12 +49,12 @@ def test_cache_spans_follow_the_training_rule_and_stale_caches_are_refused(shard
     assert meta["span_rule"] == SPAN_RULE
     assert meta["global_span"] == decoded["global_span"].tolist()
     assert meta["shot_spans"] == decoded["shot_spans"].tolist()
-    check_span_rule([str(cache / "shard-000000.tar")])
-    check_span_rule([str(shards / "shard-000000.tar")])
+    check_span_rule(ShardCatalog.load([str(cache / "shard-000000.tar")]))
+    check_span_rule(ShardCatalog.load([str(shards / "shard-000000.tar")]))
     # A cache written before the rule was recorded (spans by the old rule) is refused, not reused.
     stale = tmp_path / "stale.tar"
     del meta["span_rule"]
     with wds.TarWriter(str(stale)) as writer:
         writer.write({"__key__": meta["key"], "json": json.dumps(meta).encode(), "safetensors": cached["safetensors"]})
     with pytest.raises(ValueError, match="span rule None"):
-        check_span_rule([str(stale)])
+        check_span_rule(ShardCatalog.load([str(stale)]))

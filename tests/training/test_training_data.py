@@ -25,8 +25,8 @@ def decoder() -> SampleDecoder:
     return SampleDecoder(BUCKET, PromptTokenizer(load_tokenizer("tiny"), 64))
 
 
-def batches_of(stream: ShardStream, workers: int, guard: SkipGuard | None = None) -> BatchIterator:
-    return BatchIterator(stream, batch_size=1, num_workers=workers, guard=guard)
+def batches_of(stream: ShardStream, workers: int, guard: SkipGuard | None = None, prefetch: int = 2) -> BatchIterator:
+    return BatchIterator(stream, batch_size=1, num_workers=workers, guard=guard, prefetch=prefetch)
 
 
 def keys_of(stream: ShardStream, workers: int, count: int) -> list[str]:
@@ -74,11 +74,12 @@ def test_corrupt_samples_are_skipped_counted_and_logged_once_per_reason(tmp_path
     append_corrupt_sample(shard, "bad-0001", broken="mp4")
     append_corrupt_sample(shard, "bad-0002", broken="json")
     guard = SkipGuard(window=10, max_fraction=0.5)  # 2 of every 5 fail: never more than 5 of 10
-    batches = batches_of(ShardStream([str(shard)], decoder, shuffle_shards=False), 0, guard)
+    # Without prefetching, so that the guard has seen exactly the samples of the batches handed over.
+    batches = batches_of(ShardStream([str(shard)], decoder, shuffle_shards=False), 0, guard, prefetch=0)
     with caplog.at_level(logging.WARNING, logger="training.data"):
         keys = [next(batches)["keys"][0] for _ in range(9)]
     assert keys == ["clip-0000", "clip-0001", "clip-0002"] * 3
-    assert guard.skipped == 4  # two epochs' two; the third epoch's come after its last good sample
+    assert guard.skipped == batches.skipped == 4  # two epochs' two; the third epoch's come after its last good sample
     logged = [record.getMessage() for record in caplog.records if "skipping" in record.getMessage()]
     assert len(logged) == 2, logged
     assert logged[0].startswith("skipping sample bad-0001: [Errno") and "1 skipped so far" in logged[0]
