@@ -19,7 +19,6 @@ import torch
 from curation.prompt_format import tokenize_prompt
 from holocine_model import FlowEulerSampler, ShotLayout
 
-from .evaluate import EvalConfig, score_videos
 from .video import write_mp4
 
 
@@ -65,6 +64,9 @@ def transition_validation(runner, batches: list[dict], config, folder: Path, wor
     runner.model.train()
     if not world.is_main:
         return {}
+    # Imported here: scoring needs the shot detector (PySceneDetect), which training needs for nothing else.
+    from .evaluate import EvalConfig, score_videos
+
     score = score_videos(requests, EvalConfig(tolerance=validation.transition_tolerance))
     (folder / "score.json").write_text(json.dumps(asdict(score), indent=2) + "\n")
     return {"cut_accuracy": score.cut_accuracy, "extra_cuts": score.extra_cuts / max(1, score.videos)}
