@@ -18,18 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import s3fs
+from s3_buckets import SHADOWING_VARS, bucket_on
 
-# Variables that would win over the ones we set (a service-specific endpoint) or lead clients to
-# other credentials (a profile, a session token): dropped wherever the server's variables are set.
-SHADOWING_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN")
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -126,22 +122,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The name of a new, empty bucket on ``s3_server``; ``s3://`` in this process reaches the server.
-
-    s3fs reads the endpoint from ``AWS_ENDPOINT_URL`` (through botocore), so setting the variables is
-    all the configuration needed. s3fs also caches its filesystem instances, with their directory
-    listings: the cache is cleared before the test, so no client made earlier (for another endpoint)
-    is reused, and after it, so no later test sees this bucket's listings.
-    """
-    for name in SHADOWING_VARS:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in s3_server.aws_vars().items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    bucket = f"test-{uuid.uuid4().hex[:16]}"
-    fs.mkdir(bucket)
-    yield bucket
-    fs.rm(bucket, recursive=True)
-    s3fs.S3FileSystem.clear_instance_cache()
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    """The name of a new, empty bucket on ``s3_server``; ``s3://`` in this process reaches the server."""
+    with bucket_on(s3_server) as (bucket, _):
+        yield bucket

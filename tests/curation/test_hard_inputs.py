@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import av
 import numpy as np

@@ -108,7 +108,7 @@ def test_sentencepiece_pieces_carry_their_leading_space_into_the_next_span(sp_to
               "[shot cut] close up")
     tokens = tokenize(sp_tokenizer, prompt)
     pieces = sp_tokenizer.convert_ids_to_tokens(tokens.input_ids)
-    (g0, g1), (s0, s1), (t0, t1) = tokens.spans.global_span, *tokens.spans.shot_spans
+    (_, g1), (s0, s1), (t0, t1) = tokens.spans.global_span, *tokens.spans.shot_spans
     per_at = tokens.text.index("[per")
     owner = next(i for i, (a, b) in enumerate(tokens.offsets) if a <= per_at < b)
     assert tokens.offsets[owner][0] < per_at, f"expected a piece carrying the space before '[per': {pieces[owner]!r}"

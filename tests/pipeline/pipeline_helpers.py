@@ -5,22 +5,18 @@ A uniquely named module rather than ``conftest`` imports, which other test folde
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import uuid
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import psutil
-import pytest
 import s3fs
 import yaml
 
@@ -141,27 +137,6 @@ def read_all_shards(shards_dir: Path) -> dict[str, tuple[SampleMeta, bytes, str]
             assert meta.key not in samples, f"{meta.key} is in {samples.get(meta.key, (0, 0, ''))[2]} and {tar.name}"
             samples[meta.key] = (meta, mp4, tar.name)
     return samples
-
-
-@contextlib.contextmanager
-def bucket_on(server) -> Iterator[tuple[str, s3fs.S3FileSystem]]:
-    """A new bucket on the S3 server of ``tests/conftest.py``, and an s3fs client of it, for a
-    module-scoped fixture (the ``s3_bucket`` fixture is per test): this process's ``s3://`` reaches
-    the server while the block runs; the bucket is removed afterwards."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-            patch.delenv(name, raising=False)
-        for name, value in server.aws_vars().items():
-            patch.setenv(name, value)
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem()
-        bucket = f"test-{uuid.uuid4().hex[:16]}"
-        fs.mkdir(bucket)
-        try:
-            yield bucket, fs
-        finally:
-            fs.rm(bucket, recursive=True)
-            s3fs.S3FileSystem.clear_instance_cache()
 
 
 def listed(fs: s3fs.S3FileSystem, prefix: str) -> list[str]:

@@ -17,7 +17,8 @@ import time
 
 import httpx
 import pytest
-from pipeline_helpers import REPO, bucket_on, download, kill_tree, read_all_shards, write_config, write_synthetic
+from s3_buckets import bucket_on
+from pipeline_helpers import REPO, download, kill_tree, read_all_shards, write_config, write_synthetic
 
 DASHBOARD = "http://127.0.0.1:8265"
 GCS = "127.0.0.1:6379"
@@ -113,9 +114,7 @@ def submitted(cluster, s3_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("submit")
     names = write_synthetic(root / "in", 3)
     config = write_config(root / "config.yaml")
-    with bucket_on(s3_server) as (bucket, fs):
-        for name in names:
-            fs.put_file(str(root / "in" / name), f"{bucket}/in/{name}")
+    with bucket_on(s3_server, {f"in/{name}": root / "in" / name for name in names}) as (bucket, fs):
         submission_id = f"holocine-{os.getpid()}-{time.monotonic_ns()}"
         command = [ray, "job", "submit", "--address", DASHBOARD, "--submission-id", submission_id, "--working-dir", ".",
                    "--", "python", "pipelines/caption.py", "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out",

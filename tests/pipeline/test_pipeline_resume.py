@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from s3_buckets import bucket_on
 from pipeline_helpers import (
     SMALL_CONFIG,
-    bucket_on,
     download,
     job_command,
     job_env,
@@ -75,9 +75,7 @@ def resumed(s3_server, holocine_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     names = write_synthetic(root / "in", 2)
     config = write_config(root / "config.yaml")
-    with bucket_on(s3_server) as (bucket, fs):
-        for name in names:
-            fs.put_file(str(root / "in" / name), f"{bucket}/in/{name}")
+    with bucket_on(s3_server, {f"in/{name}": root / "in" / name for name in names}) as (bucket, fs):
         out = f"{bucket}/out"
         command = job_command(f"s3://{bucket}/in/*.mp4", f"s3://{out}", config)
         # Its own scratch folder (staged inputs, files on their way to the bucket), not the shared /tmp one.

@@ -10,9 +10,9 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+from s3_buckets import bucket_on
 from pipeline_helpers import (
     REPO,
-    bucket_on,
     download,
     job_command,
     job_env,
@@ -39,9 +39,7 @@ def jobs(s3_server, holocine_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("s3-job")
     names = write_synthetic(root / "in", 2)
     config = write_config(root / "config.yaml")
-    with bucket_on(s3_server) as (bucket, fs):
-        for name in names:
-            fs.put_file(str(root / "in" / name), f"{bucket}/in/{name}")
+    with bucket_on(s3_server, {f"in/{name}": root / "in" / name for name in names}) as (bucket, fs):
         runs = {}
         for where, source, output in (
             ("s3", f"s3://{bucket}/in/", f"s3://{bucket}/out"),
