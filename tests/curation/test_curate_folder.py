@@ -101,3 +101,23 @@ def test_manifests_keep_their_columns_when_every_input_fails(tmp_path):
     assert pq.read_schema(tmp_path / "out" / "manifests" / "shots.parquet").names == SHOTS_SCHEMA.names
     scenes = pq.read_table(tmp_path / "out" / "manifests" / "scenes.parquet")
     assert scenes.num_rows == 0 and scenes.schema.names == SCENES_SCHEMA.names
+
+
+def test_curation_reads_and_writes_a_bucket(mixed_folder, s3_server, s3_bucket):
+    """In one process, as on a cluster: input and output are s3:// URLs; clips and manifests land in the bucket."""
+    import fsspec
+
+    folder, _, good = mixed_folder
+    fs = fsspec.filesystem("s3")
+    name = sorted(good)[0]
+    fs.put_file(str(folder / name), f"{s3_bucket}/in/{name}")
+    records = curate_folder(f"s3://{s3_bucket}/in/", f"s3://{s3_bucket}/out", CurationConfig.from_dict(CLIP_CONFIG))
+    (record,) = records
+    assert record.info.ok and record.info.uri == f"s3://{s3_bucket}/in/{name}"
+    clips = [s.clip_path for s in record.scenes if s.clip_path]
+    assert clips and all(c.startswith(f"s3://{s3_bucket}/out/clips/") for c in clips)
+    assert sorted(fs.ls(f"{s3_bucket}/out/clips", refresh=True)) == sorted(c.removeprefix("s3://") for c in clips)
+    with fs.open(f"{s3_bucket}/out/manifests/scenes.parquet", "rb") as handle:
+        scenes = pq.read_table(handle).to_pylist()
+    assert sorted(s["clip_path"] for s in scenes if s["clip_path"]) == sorted(clips)
+    assert not [p for p in fs.find(f"{s3_bucket}/out") if ".partial-" in p]
