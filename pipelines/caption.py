@@ -27,12 +27,12 @@ from typing import Any
 from captioning.engines import EngineUnavailable, check_engine
 from captioning.schema import Limits
 from curation.inputs import discover_inputs
-from curation.run import CurateStage, VideoRecord, VideoTask
+from curation.run import CurateStage, VideoTask
 from curation.stage import Resources
 from curation.store import Store
 from pipelines.bookkeeping import JobError, WorkPlan, finish, plan_work
 from pipelines.config import PipelineConfig, load_config
-from pipelines.ledger import Ledger
+from pipelines.ledger import Ledger, PartWriter
 from pipelines.models import stand_in_model_dir
 from pipelines.packing import write_on_ray
 from pipelines.scheduling import from_tasks, rows, schedule, task_of, tasks_of
@@ -43,9 +43,6 @@ log = logging.getLogger("pipelines.caption")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 # The stand-in's answers are noise, so short ones do; they also keep the offline demo quick.
 STAND_IN_LIMITS = Limits(max_characters=4, global_chars=100, shot_chars=60, camera_chars=24, description_chars=40)
-# Finished work is recorded in a ledger part per this many videos or scenes, or this often.
-FLUSH_ROWS = 256
-FLUSH_SECONDS = 30.0
 
 
 def resolve_model(config: PipelineConfig) -> bool:
@@ -140,33 +137,8 @@ def caption_gpus(config: PipelineConfig) -> float:
     return 1.0 if has_gpu and config.captioning.engine in ("transformers", "vllm") else 0.0
 
 
-class VideoLedgerWriter:
-    """A Ray actor that records curated videos in the ledger, a part per ``FLUSH_ROWS`` videos or
-    ``FLUSH_SECONDS``; the curation tasks send it their records once their clips are stored."""
-
-    def __init__(self, output: str) -> None:
-        self.ledger = Ledger(Store(output))
-        self.pending: list[VideoRecord] = []
-        self.flushed_at = time.monotonic()
-        self.count = 0
-
-    def add(self, records: list[VideoRecord]) -> None:
-        self.pending += records
-        self.count += len(records)
-        if len(self.pending) >= FLUSH_ROWS or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> int:
-        self.ledger.write_videos(self.pending)
-        self.pending, self.flushed_at = [], time.monotonic()
-        return self.count
-
-    def curated(self) -> int:
-        return self.count
-
-
 def record_videos(batch: dict[str, Any], writer: Any) -> dict[str, list[Any]]:
-    """Send curated videos to the ledger writer; pass on their captionable scenes."""
+    """Send curated videos to the ledger's writer (a ``PartWriter`` actor); pass on their captionable scenes."""
     import ray
 
     records = [task.record for task in tasks_of(batch)]
@@ -194,8 +166,8 @@ def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in:
 
 
 class Progress:
-    """One log line every ``interval_s`` seconds while the job runs: videos curated (the ledger
-    writer's count) and scenes captioned (the rows the driver receives)."""
+    """One log line every ``interval_s`` seconds while the job runs: videos curated (the count of
+    the ledger's video writer) and scenes captioned (the rows the driver receives)."""
 
     def __init__(self, videos: int, writer: Any | None, interval_s: float = 15.0) -> None:
         self.videos, self.writer, self.interval_s = videos, writer, interval_s
@@ -211,7 +183,7 @@ class Progress:
     def log_line(self) -> None:
         import ray
 
-        curated = ray.get(self.writer.curated.remote()) if self.writer is not None else 0
+        curated = ray.get(self.writer.added.remote()) if self.writer is not None else 0
         log.info(
             "progress: %d/%d videos curated, %d scenes captioned, %d failed, %.0f s",
             curated, self.videos, self.captioned, self.failed, time.time() - self.start,
@@ -232,27 +204,24 @@ class Progress:
 
 
 def caption_all(output: str, plan: WorkPlan, config: PipelineConfig, stand_in: bool) -> None:
-    """Run the graph; record each scene's outcome in the ledger, a part per ``FLUSH_ROWS`` scenes
-    or ``FLUSH_SECONDS``, and every curated video through the writer actor."""
+    """Run the graph and record finished work in the ledger a part at a time (``PartWriter``):
+    each scene's outcome here, as the driver receives it; each curated video in an actor that the
+    curation tasks send their records to once their clips are stored."""
     import ray
 
     ledger = Ledger(Store(output))
-    writer = ray.remote(VideoLedgerWriter).options(num_cpus=0).remote(output) if plan.to_curate else None
-    pending: list[dict[str, Any]] = []
-    flushed_at = time.monotonic()
-    with Progress(len(plan.to_curate), writer) as progress:
-        for row in build_dataset(output, plan, config, stand_in, writer).iter_rows():
+    videos = ray.remote(PartWriter).options(num_cpus=0).remote(ledger.write_videos) if plan.to_curate else None
+    captions = PartWriter(ledger.write_captions)
+    with Progress(len(plan.to_curate), videos) as progress:
+        for row in build_dataset(output, plan, config, stand_in, videos).iter_rows():
             outcome = task_of(row).outcome
-            pending.append(outcome)
+            captions.add([outcome])
             progress.scene_done(outcome["sample"] is not None)
             if outcome["sample"] is None:
                 log.warning("scene %s failed: %s", outcome["key"], outcome["error"])
-            if len(pending) >= FLUSH_ROWS or time.monotonic() - flushed_at > FLUSH_SECONDS:
-                ledger.write_captions(pending)
-                pending, flushed_at = [], time.monotonic()
-        if writer is not None:
-            ray.get(writer.flush.remote())
-    ledger.write_captions(pending)
+        if videos is not None:
+            ray.get(videos.flush.remote())
+    captions.flush()
 
 
 def summary_table(summary: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,3 +204,29 @@ class Ledger:
     def write_shard(self, shard: str, keys: list[str]) -> None:
         """Record that the published shard ``shard`` holds these scenes."""
         self._write("shards", [{"key": key, "shard": shard} for key in keys])
+
+
+class PartWriter:
+    """Finished work written a ledger part at a time: every ``rows`` items or ``seconds``, and at
+    :meth:`flush`. What a kill loses is what was not yet written: at most that much work."""
+
+    def __init__(self, write: Callable[[list[Any]], None], rows: int = 256, seconds: float = 30.0) -> None:
+        self.write, self.rows, self.seconds = write, rows, seconds
+        self.pending: list[Any] = []
+        self.flushed_at = time.monotonic()
+        self.count = 0
+
+    def add(self, items: list[Any]) -> None:
+        self.pending += items
+        self.count += len(items)
+        if len(self.pending) >= self.rows or time.monotonic() - self.flushed_at > self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write(self.pending)
+        self.pending, self.flushed_at = [], time.monotonic()
+
+    def added(self) -> int:
+        """Items added so far (a method, so that a Ray actor of this class answers it)."""
+        return self.count

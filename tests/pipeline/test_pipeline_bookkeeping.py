@@ -15,7 +15,7 @@ import pytest
 from curation.store import Store
 from pipelines.bookkeeping import finish, plan_work
 from pipelines.config import PipelineConfig
-from pipelines.ledger import Ledger
+from pipelines.ledger import Ledger, PartWriter
 from pipelines.packing import write_here
 from pipelines.synthetic import finished_record, input_uris, write_finished
 
@@ -101,3 +101,19 @@ def test_new_work_is_packed_into_new_shards_only(store):
     new_ids = {row["video_id"] for row in Ledger(store).read("videos", []).to_pylist()} - {
         s["video_id"] for s in scenes if s["shard"] != "shard-000003.tar"}
     assert len(new_ids) == 3, "the new videos' scenes, and only theirs, are in the new shard"
+
+
+def test_finished_work_is_written_a_part_at_a_time():
+    parts = []
+    writer = PartWriter(parts.append, rows=3, seconds=3600)
+    writer.add([1, 2])
+    assert parts == []
+    writer.add([3, 4])
+    assert parts == [[1, 2, 3, 4]], "a part as soon as the rows are there"
+    writer.flush()
+    writer.add([5])
+    writer.flush()
+    assert parts == [[1, 2, 3, 4], [5]] and writer.added() == 5, "flush writes the rest, and nothing when empty"
+    slow = PartWriter(parts.append, rows=100, seconds=0.0)
+    slow.add([6])
+    assert parts[-1] == [6], "or when the time is up"
