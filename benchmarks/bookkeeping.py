@@ -23,18 +23,17 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from curation.store import Store  # noqa: E402
+from moto_server import MotoServer  # noqa: E402  (benchmarks/moto_server.py)
 from pipelines.bookkeeping import finish, plan_work  # noqa: E402
 from pipelines.config import PipelineConfig  # noqa: E402
 from pipelines.ledger import Ledger  # noqa: E402
@@ -66,37 +65,6 @@ def _measured(output: str, count: int, env: dict[str, str]) -> dict[str, float]:
     command = [sys.executable, __file__, "--measure", output, "--count", str(count)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.splitlines()[-1])
-
-
-class MotoServer:
-    """moto's S3 server on a free port of 127.0.0.1, counting the requests it receives."""
-
-    def __init__(self, folder: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(folder / "moto.log", "wb")
-        self.process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        self.env = {**os.environ, "AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "bench",
-                    "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-
-    def requests(self) -> int:
-        """Requests served so far: one log line each (werkzeug's access log)."""
-        self.log.flush()
-        return sum(1 for line in Path(self.log.name).read_text().splitlines() if 'HTTP/1.1"' in line)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait()
-        self.log.close()
 
 
 def bench(size: int, scenes: int, output: str, env: dict[str, str], server: MotoServer | None) -> None:

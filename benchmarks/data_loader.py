@@ -19,12 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -36,6 +32,8 @@ from curation.synthetic import make_multishot_video
 from training.data import BatchIterator, SampleDecoder, ShardCatalog, ShardStream, SkipGuard, expand_shards
 from training.encoders import load_tokenizer
 from training.prompt import PromptTokenizer
+
+from moto_server import MotoServer  # benchmarks/moto_server.py, beside this script
 
 BUCKET = (17, 64, 64)
 SHOTS = [[17, 16], [21, 12], [33]]
@@ -79,22 +77,6 @@ def write_cache(folder: Path, samples: int, shards: int) -> None:
                 yield {"__key__": meta["key"], "json": json.dumps(meta).encode(),
                        "safetensors": save_safetensors(tensors)}
         write_indexed_tar(folder / f"shard-{s:06d}.tar", shard_samples())
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
-            return server, endpoint
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("moto_server did not start")
 
 
 def upload(folder: Path, bucket: str) -> str:
@@ -145,9 +127,8 @@ def main() -> None:
         sources = {"local": {kind: f"{root / kind}/*.tar" for kind in ("raw", "cache")}}
         server = None
         if not args.no_s3:
-            server, endpoint = start_moto()
-            os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+            server = MotoServer(root)
+            os.environ.update(server.env)
             sources["s3"] = {kind: upload(root / kind, f"bench-{kind}") for kind in ("raw", "cache")}
         try:
             print(f"{args.samples} samples in {args.shards} shards per corpus; batch 1; ranks run one after another")
@@ -164,8 +145,7 @@ def main() -> None:
                               f"| {m['samples_per_s']:.1f} |", flush=True)
         finally:
             if server is not None:
-                server.terminate()
-                server.wait()
+                server.stop()
 
 
 if __name__ == "__main__":

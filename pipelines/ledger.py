@@ -24,7 +24,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -118,8 +118,6 @@ def written_now(count: int) -> list[int]:
 @dataclass
 class Ledger:
     store: Store
-    # Parts listed by the last read, per table (what a compaction replaces).
-    _listed: dict[str, list[str]] = field(default_factory=dict)
 
     def _folder(self, table: str) -> str:
         return f"work/{table}"
@@ -141,8 +139,7 @@ class Ledger:
     def parts(self, table: str) -> list[str]:
         folder = self._folder(table)
         names = sorted(name for name in self.store.list(folder) if name.startswith("part-") and name.endswith(".parquet"))
-        self._listed[table] = [f"{folder}/{name}" for name in names]
-        return self._listed[table]
+        return [f"{folder}/{name}" for name in names]
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """The newest row of each video or scene, only ``columns`` (plus the key and stamp)."""
@@ -167,7 +164,7 @@ class Ledger:
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         with self.store.writing(f"{self._folder(table)}/{name}") as local, pq.ParquetWriter(local, schema) as writer:
             pending: list[pa.RecordBatch] = []
-            for batch in self._dataset(parts).to_batches(filter=pc.field("written_ns").isin(winners)):
+            for batch in self._dataset(table, parts).to_batches(filter=pc.field("written_ns").isin(winners)):
                 pending.append(batch)
                 if sum(b.nbytes for b in pending) >= ROW_GROUP_BYTES:
                     writer.write_table(pa.Table.from_batches(pending, schema))
@@ -177,25 +174,23 @@ class Ledger:
         self.store.delete(parts)
         return len(parts)
 
-    def _dataset(self, parts: list[str]) -> pads.Dataset:
-        table = parts[0].split("/")[1]
+    def _dataset(self, table: str, parts: list[str]) -> pads.Dataset:
         return pads.dataset([self.store.path(p) for p in parts], schema=TABLES[table][1], format="parquet", filesystem=self.store.fs)
 
     def samples(self, keys: list[str]) -> dict[str, str]:
         """``key -> sample JSON`` of these captioned scenes, in one pass over the captions parts."""
         if not keys:
             return {}
-        parts = self._listed.get("captions") or self.parts("captions")
-        table = self._dataset(parts).to_table(columns=["key", "sample", "written_ns"], filter=pc.field("key").isin(keys))
+        parts = self.parts("captions")
+        if not parts:
+            return {}
+        table = self._dataset("captions", parts).to_table(columns=["key", "sample", "written_ns"], filter=pc.field("key").isin(keys))
         table = newest(table, "key")
         return dict(zip(table["key"].to_pylist(), table["sample"].to_pylist(), strict=True))
 
     def any_sample(self) -> str | None:
         """The JSON of one captioned sample, reading as little as the first row group that has one."""
-        parts = self._listed.get("captions") or self.parts("captions")
-        if not parts:
-            return None
-        for batch in self._dataset(parts).to_batches(columns=["sample"], batch_size=256):
+        for batch in self._dataset("captions", self.parts("captions")).to_batches(columns=["sample"], batch_size=256):
             found = pc.drop_null(batch["sample"])
             if len(found):
                 return found[0].as_py()

@@ -84,16 +84,16 @@ class FramesStage(Stage):
         if self.config.strategy != "joint":
             return tasks
         for task in tasks:
-            start = time.perf_counter()
+            start, error = time.perf_counter(), None
             try:
                 with local_inputs([task.scene]) as (scene,):
                     task.request = build_joint_request(scene, self.config, self.prompts)
             except Exception as exc:  # an unreadable clip, spans past its end, anything else: this scene's failure
                 log.warning("scene %s: no frames: %s", task.scene.key, exc)
-                task.decide(None, f"frames: {exc}", 0)
+                error = f"frames: {exc}"
             task.seconds_frames = time.perf_counter() - start
-            if task.outcome is not None:
-                task.outcome["seconds_frames"] = task.seconds_frames
+            if error is not None:
+                task.decide(None, error, 0)
         return tasks
 
 
