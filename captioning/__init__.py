@@ -3,7 +3,7 @@
 Entry point: ``Captioner(CaptionerConfig(...)).caption(scenes) -> list[CaptionResult]``.
 """
 
-from .captioner import CaptionResult, Captioner, build_joint_request, judge_answer
+from .captioner import CaptionResult, Captioner, build_joint_request
 from .config import CaptionerConfig, OpenAIConfig, TransformersConfig, VllmConfig
 from .frames import SceneInput
 from .render import holocine_prompt
@@ -24,6 +24,5 @@ __all__ = [
     "build_joint_request",
     "caption_schema",
     "holocine_prompt",
-    "judge_answer",
     "parse_caption",
 ]

@@ -1,7 +1,7 @@
 """``Captioner(config).caption(scenes)``: strategies, validation and the ask-again loop.
 
-The request building (scene to :class:`ChatRequest`) and answer judging (text to result) are plain
-functions, so a Ray Data job driving the ``vllm`` engine row by row can reuse them.
+Request building is a plain function (:func:`build_joint_request`), so the pipeline builds requests
+on CPU workers and hands them to :meth:`Captioner.caption_prepared` on the GPU workers.
 """
 
 from __future__ import annotations
@@ -47,17 +47,6 @@ def build_joint_request(scene: SceneInput, config: CaptionerConfig, prompts: Pro
     """The joint strategy's single request for ``scene`` (decodes its frames)."""
     urls = shot_frame_urls(scene, config.frames_per_shot, config.max_side)
     return joint_request(urls, prompts, config.limits, config.max_tokens, config.temperature)
-
-
-def judge_answer(
-    scene: SceneInput, text: str, config: CaptionerConfig, captioner: dict[str, str], tries: int = 1
-) -> CaptionResult:
-    """Validate one final answer for ``scene``; a rejected answer becomes a failed result."""
-    try:
-        caption = parse_caption(text, len(scene.shots), config.limits)
-    except CaptionError as exc:
-        return CaptionResult(scene.key, error=str(exc), tries=tries)
-    return CaptionResult(scene.key, caption, sample_fields(caption, scene.shots, captioner), tries=tries)
 
 
 @dataclass
@@ -114,6 +103,15 @@ class Captioner:
         for job in jobs:
             results[job.scene] = self._result(inputs[job.scene], job)
         return [result for result in results if result is not None]
+
+    def caption_prepared(self, scenes: Sequence[SceneInput], requests: Sequence[ChatRequest]) -> list[CaptionResult]:
+        """The joint strategy on requests already built (the pipeline builds them on CPU workers)."""
+        jobs = [
+            _Job(i, scene.key, request, self._caption_parser(len(scene.shots)))
+            for i, (scene, request) in enumerate(zip(scenes, requests, strict=True))
+        ]
+        self._run(jobs)
+        return [self._result(scenes[job.scene], job) for job in jobs]
 
     def _joint_jobs(self, inputs: dict[int, SceneInput], frames: dict[int, list[list[str]]]) -> list[_Job[Caption]]:
         c = self.config

@@ -43,12 +43,14 @@ class OpenAIConfig:
 
 @dataclass
 class VllmConfig:
-    """vLLM offline through ``ray.data.llm``."""
+    """vLLM in the captioning process (``vllm.LLM``)."""
 
+    # Passed to ``vllm.LLM`` as they are (max_model_len, gpu_memory_utilization, tensor_parallel_size, ...).
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    concurrency: int = 1
-    batch_size: int = 16
-    accelerator_type: str | None = None
+    # Scenes per ``LLM.chat`` call: enough for vLLM's continuous batching to keep the GPU busy.
+    batch_size: int = 128
+    # Images a prompt may carry: frames_per_shot x the most shots a scene has (13 by default), rounded up.
+    max_images_per_prompt: int = 64
 
 
 @dataclass
@@ -86,6 +88,14 @@ class CaptionerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def scenes_per_call(self) -> int:
+        """How many scenes to hand the engine at once: its own batch (a server: one per connection)."""
+        if self.engine == "transformers":
+            return self.transformers.batch_size
+        if self.engine == "openai":
+            return self.openai.concurrency
+        return self.vllm.batch_size
 
     def use(self, engine: str | None = None, model: str | None = None, endpoint: str | None = None) -> None:
         """Apply the command-line choices every CLI offers: ``endpoint`` (a base URL) implies the

@@ -36,7 +36,7 @@ from pipelines.ledger import Ledger, PartWriter
 from pipelines.models import stand_in_model_dir
 from pipelines.packing import write_on_ray
 from pipelines.scheduling import from_tasks, rows, schedule, task_of, tasks_of
-from pipelines.stages import CaptionStage, FramesStage, SceneTask, captionable, vllm_caption
+from pipelines.stages import CaptionStage, FramesStage, SceneTask, captionable
 
 log = logging.getLogger("pipelines.caption")
 
@@ -159,10 +159,9 @@ def build_dataset(output: str, plan: WorkPlan, config: PipelineConfig, stand_in:
         parts.append(from_tasks([SceneTask(scene) for scene in plan.to_caption]))
     scenes = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     scenes = schedule(scenes, FramesStage(captioning, cpus=res.frames_cpus))
-    if captioning.engine == "vllm":
-        return vllm_caption(scenes, captioning)
     resources = Resources(cpus=res.caption_cpus, gpus=caption_gpus(config), actors=res.caption_actors)
-    return schedule(scenes, CaptionStage(captioning, resources, res.caption_batch_size, stand_in))
+    batch_size = res.caption_batch_size or captioning.scenes_per_call()
+    return schedule(scenes, CaptionStage(captioning, resources, batch_size, stand_in))
 
 
 class Progress:
@@ -262,8 +261,6 @@ def run(
     uris = discover_inputs(source, limit)
     if not uris:
         raise JobError(f"no videos found at {source}")
-    if config.captioning.engine == "vllm" and config.captioning.strategy != "joint":
-        raise JobError("the vllm engine runs the joint strategy only")
     stand_in = resolve_model(config)
     address = cluster_address(ray_address)
     check_captioner(config, stand_in, address)

@@ -31,8 +31,8 @@ class StageResources:
     caption_gpus: float | None = None
     # Captioning actors (one model copy each).
     caption_actors: int = 1
-    # Scenes per captioning call: the transformers engine batches them through one generate().
-    caption_batch_size: int = 4
+    # Scenes per captioning call; None: the engine's own (``CaptionerConfig.scenes_per_call``).
+    caption_batch_size: int | None = None
 
 
 @dataclass

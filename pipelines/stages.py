@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from captioning import CaptionerConfig, CaptionResult, Captioner, build_joint_request, judge_answer
+from captioning import CaptionerConfig, CaptionResult, Captioner, build_joint_request
 from captioning.frames import SceneInput
 from captioning.prompts import load_prompts
-from captioning.requests import ChatRequest, retry_request
+from captioning.requests import ChatRequest
 from curation.stage import Resources, Stage
 from curation.shards import SampleMeta
 from curation.store import local_copy
 from curation.types import Scene, printable_uri
-from pipelines.scheduling import task_of
 
 log = logging.getLogger(__name__)
 
@@ -97,34 +95,6 @@ class FramesStage(Stage):
         return tasks
 
 
-def caption_joint(captioner: Captioner, scenes: list[SceneInput], requests: list[ChatRequest]) -> list[CaptionResult]:
-    """Ask each request until its answer validates or ``max_tries`` answers were rejected."""
-    config = captioner.config
-    results: list[CaptionResult | None] = [None] * len(scenes)
-    tries = [0] * len(scenes)
-    pending = list(range(len(scenes)))
-    while pending:
-        replies = captioner.engine.generate([requests[i] for i in pending])
-        again = []
-        for i, reply in zip(pending, replies, strict=True):
-            tries[i] += 1
-            if reply.error is not None:
-                # The engine already retried its transport; asking again would only repeat that.
-                results[i] = CaptionResult(scenes[i].key, error=f"engine: {reply.error}", tries=tries[i])
-                continue
-            result = judge_answer(scenes[i], reply.text or "", config, captioner.info, tries[i])
-            if result.ok:
-                results[i] = result
-            elif tries[i] >= config.max_tries:
-                # Worded as the Captioner words it, so manifests read alike whichever path captioned.
-                results[i] = CaptionResult(scenes[i].key, error=f"rejected {tries[i]} answers; last: {result.error}", tries=tries[i])
-            else:
-                requests[i] = retry_request(requests[i], reply.text or "", result.error, captioner.prompts)
-                again.append(i)
-        pending = again
-    return results
-
-
 def sample_meta(scene: Scene, caption_fields: dict[str, Any]) -> SampleMeta:
     """The shard sample's JSON: the scene's source and clip geometry plus its caption keys."""
     return SampleMeta.model_validate(
@@ -153,7 +123,7 @@ def decide(task: SceneTask, result: CaptionResult, seconds_caption: float) -> No
 
 
 class CaptionStage(Stage):
-    """The VLM (transformers, openai engines): an actor per model copy or client."""
+    """The VLM, whichever engine: an actor per model copy (transformers, vllm) or client (openai)."""
 
     name = "caption"
 
@@ -191,52 +161,5 @@ class CaptionStage(Stage):
     def _caption(self, tasks: list[SceneTask]) -> list[CaptionResult]:
         with local_inputs([task.scene for task in tasks]) as inputs:
             if self.config.strategy == "joint":
-                return caption_joint(self.captioner, inputs, [task.request for task in tasks])
+                return self.captioner.caption_prepared(inputs, [task.request for task in tasks])
             return self.captioner.caption(inputs)
-
-
-# What vLLM is asked for a scene that already has its outcome: every row must pass the processor.
-_NOTHING = ChatRequest([{"role": "user", "content": [{"type": "text", "text": "-"}]}], {"type": "object"}, 1)
-
-
-def vllm_caption(scenes: Any, config: CaptionerConfig) -> Any:
-    """The VLM stage on vLLM: ``ray.data.llm``'s processor between our tasks and the judge.
-
-    Tasks ride through the processor as they ride between stages, pickled (``pipelines.scheduling``)."""
-    from ray.data.llm import build_processor
-
-    from captioning.engines import vllm_engine
-
-    info = {
-        "engine": "vllm",
-        "model": config.model,
-        "prompt_version": load_prompts(config.prompt_version, config.prompts_dir).version,
-        "strategy": config.strategy,
-    }
-
-    def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        task: SceneTask = task_of(row)
-        request = vllm_engine.request_row(task.request if task.outcome is None else _NOTHING, 0)
-        return {**vllm_engine.preprocess(request), "task": row["task"]}
-
-    def postprocess(row: dict[str, Any]) -> dict[str, Any]:
-        return {**vllm_engine.postprocess(row), "task": row["task"]}
-
-    def judge(row: dict[str, Any]) -> dict[str, Any]:
-        task: SceneTask = task_of(row)
-        if task.outcome is not None:
-            return {"task": row["task"]}
-        start = time.perf_counter()
-        if row["error"]:
-            result = CaptionResult(task.scene.key, error=f"engine: vllm: {row['error']}", tries=1)
-        else:
-            try:
-                result = judge_answer(SceneInput.from_scene(task.scene), row["text"], config, info)
-            except Exception as exc:
-                result = CaptionResult(task.scene.key, error=f"caption: {type(exc).__name__}: {exc}", tries=1)
-        decide(task, result, time.perf_counter() - start)
-        return {"task": pickle.dumps(task)}
-
-    engine = vllm_engine.VllmEngine(config.model, config.vllm)
-    processor = build_processor(engine.processor_config(), preprocess=preprocess, postprocess=postprocess)
-    return processor(scenes).map(judge)

@@ -20,6 +20,9 @@ class Reply:
     error: str | None = None
     # Transport attempts spent on this request (an OpenAI-compatible server may need several).
     attempts: int = 1
+    # Tokens the model read (images included) and wrote, where the engine reports them.
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 class Engine(Protocol):

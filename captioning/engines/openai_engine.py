@@ -76,7 +76,7 @@ class OpenAIEngine:
         while attempts <= self.config.max_retries:
             attempts += 1
             try:
-                return Reply(text=self._post(request), attempts=attempts)
+                return self._post(request, attempts)
             except _Fatal as exc:
                 return Reply(error=str(exc), attempts=attempts)
             except _Retryable as exc:
@@ -89,7 +89,7 @@ class OpenAIEngine:
                 time.sleep(delay)
         return Reply(error=f"gave up after {attempts} attempts: {last_error}", attempts=attempts)
 
-    def _post(self, request: ChatRequest) -> str:
+    def _post(self, request: ChatRequest, attempts: int) -> Reply:
         body = self._body(request)
         try:
             response = self._client.post("/chat/completions", json=body)
@@ -101,12 +101,20 @@ class OpenAIEngine:
             raise _Retryable(f"HTTP {response.status_code}")
         if response.status_code >= 400:
             if "response_format" in body and self._structured_rejected(response):
-                return self._post(request)
+                return self._post(request, attempts)
             raise _Fatal(f"HTTP {response.status_code}: {response.text[:300]}")
         try:
-            return response.json()["choices"][0]["message"]["content"] or ""
+            answer = response.json()
+            text = answer["choices"][0]["message"]["content"] or ""
         except (ValueError, LookupError, TypeError) as exc:
             raise _Retryable(f"malformed response: {type(exc).__name__}: {exc}") from None
+        usage = answer.get("usage") or {}
+        return Reply(
+            text=text,
+            attempts=attempts,
+            prompt_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
+        )
 
     def _structured_rejected(self, response: httpx.Response) -> bool:
         """In ``auto`` mode, stop sending ``response_format`` to a server that refuses it.

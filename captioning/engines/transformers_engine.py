@@ -114,16 +114,15 @@ class TransformersEngine:
             for start in range(0, len(indices), self.config.batch_size):
                 batch = indices[start : start + self.config.batch_size]
                 try:
-                    texts = self._generate_batch([requests[i] for i in batch])
+                    answers = self._generate_batch([requests[i] for i in batch])
                 except (RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory, an unreadable image
                     logger.exception("transformers engine: batch of %d failed", len(batch))
-                    replies.update({i: Reply(error=f"{type(exc).__name__}: {exc}") for i in batch})
-                    continue
-                replies.update({i: Reply(text=text) for i, text in zip(batch, texts)})
+                    answers = [Reply(error=f"{type(exc).__name__}: {exc}")] * len(batch)
+                replies.update(zip(batch, answers))
         return [replies[i] for i in range(len(requests))]
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[ChatRequest]) -> list[str]:
+    def _generate_batch(self, batch: list[ChatRequest]) -> list[Reply]:
         conversations, images = [], []
         for request in batch:
             messages, request_images = to_hf_messages(request.messages)
@@ -150,12 +149,19 @@ class TransformersEngine:
             kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor([self._grammar(r.schema) for r in batch])]
         output = self.net.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        return [self._decode(tokens, request.max_tokens) for tokens, request in zip(new_tokens, batch)]
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()  # padding excluded
+        return [
+            self._reply(tokens, request.max_tokens, prompt)
+            for tokens, request, prompt in zip(new_tokens, batch, prompt_tokens)
+        ]
 
-    def _decode(self, tokens: list[int], max_tokens: int) -> str:
+    def _reply(self, tokens: list[int], max_tokens: int, prompt_tokens: int) -> Reply:
         tokens = tokens[:max_tokens]
         for position, token in enumerate(tokens):
             if token in self._stop_ids:
-                tokens = tokens[:position]
+                tokens = tokens[: position + 1]  # the stop token was generated too
                 break
-        return self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+        text = self.processor.tokenizer.decode(
+            [token for token in tokens if token not in self._stop_ids], skip_special_tokens=True
+        )
+        return Reply(text=text, prompt_tokens=int(prompt_tokens), output_tokens=len(tokens))

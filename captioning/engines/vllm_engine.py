@@ -1,13 +1,13 @@
-"""vLLM offline inside a Ray job, through ``ray.data.llm`` (``vLLMEngineProcessorConfig`` + ``build_processor``).
+"""vLLM in this process (``vllm.LLM``): the model loads once, each batch of requests is one
+``LLM.chat`` call, and vLLM's structured output constrains every answer to the request's schema.
 
-Kept thin on purpose: vLLM cannot be installed on the development machines, so everything that
-can be tested without it lives in the plain row functions below. Requests travel as JSON strings
-because Arrow would coerce the messages' and schemas' nested, ragged dicts into structs.
+The engine lives wherever the captioner lives: the pipeline's captioning actors (Ray gives each
+its GPUs), or a plain process (``python -m captioning --engine vllm``). vLLM batches the
+requests of one call continuously; callers hand it many scenes at once (``VllmConfig.batch_size``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Sequence
 
@@ -18,84 +18,63 @@ from .base import Reply
 logger = logging.getLogger(__name__)
 
 
-def request_row(request: ChatRequest, index: int) -> dict[str, Any]:
-    """A Ray Data row carrying one request; ``request_index`` matches the reply back to it."""
+def engine_args(model: str, config: VllmConfig) -> dict[str, Any]:
+    """``vllm.LLM``'s keyword arguments: the model, room for a scene's frames, then the user's own."""
     return {
-        "request_index": index,
-        "messages_json": json.dumps(request.messages),
-        "schema_json": json.dumps(request.schema),
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
+        "model": model,
+        # vLLM allows one image per prompt unless told more; a scene sends several per shot.
+        "limit_mm_per_prompt": {"image": config.max_images_per_prompt},
+        # vLLM's grammars allow any whitespace between JSON tokens unless told otherwise; a request's
+        # token cap (the schema's length bound) counts none, so with it an answer could be cut off.
+        "structured_outputs_config": {"disable_any_whitespace": True},
+        **config.engine_kwargs,
     }
-
-
-def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-    """``build_processor``'s preprocess: the columns vLLM's stages read, with structured JSON output."""
-    return {
-        "request_index": row["request_index"],
-        "messages": json.loads(row["messages_json"]),
-        "sampling_params": {
-            "temperature": row["temperature"],
-            "max_tokens": row["max_tokens"],
-            # vLLM's StructuredOutputsParams(json=...) takes the schema as a JSON string or a dict.
-            "structured_outputs": {"json": row["schema_json"]},
-        },
-    }
-
-
-def postprocess(row: dict[str, Any]) -> dict[str, Any]:
-    """``build_processor``'s postprocess: the answer text, or the engine's error for the row."""
-    return {
-        "request_index": row["request_index"],
-        "text": row.get("generated_text") or "",
-        "error": row.get("__inference_error__") or None,
-    }
-
-
-def replies_from_rows(rows: Sequence[dict[str, Any]], count: int) -> list[Reply]:
-    """Put processed rows back in request order; a request without a row is an error, not lost."""
-    by_index = {int(row["request_index"]): row for row in rows}
-    replies = []
-    for index in range(count):
-        row = by_index.get(index)
-        if row is None:
-            replies.append(Reply(error="vllm: no output row for this request"))
-        elif row["error"]:
-            replies.append(Reply(error=f"vllm: {row['error']}"))
-        else:
-            replies.append(Reply(text=row["text"]))
-    return replies
 
 
 class VllmEngine:
     name = "vllm"
 
     def __init__(self, model: str, config: VllmConfig):
+        from vllm import LLM
+
         self.model = model
         self.config = config
+        self.llm = LLM(**engine_args(model, config))
+        logger.info("vllm engine: %s loaded", model)
 
-    def processor_config(self) -> Any:
-        from ray.data.llm import vLLMEngineProcessorConfig
+    def _sampling_params(self, request: ChatRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
-        return vLLMEngineProcessorConfig(
-            model_source=self.model,
-            engine_kwargs=dict(self.config.engine_kwargs),
-            batch_size=self.config.batch_size,
-            concurrency=self.config.concurrency,
-            accelerator_type=self.config.accelerator_type,
-            # Images arrive as OpenAI image_url data URLs; this stage turns them into vLLM inputs.
-            prepare_multimodal_stage={"enabled": True},
-            chat_template_stage={"enabled": True},
-            # A failing row becomes an error for that scene rather than failing the whole job.
-            should_continue_on_error=True,
+        return SamplingParams(
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+            structured_outputs=StructuredOutputsParams(json=request.schema),
         )
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Reply]:
-        import ray.data
-        from ray.data.llm import build_processor
+        try:
+            return self._chat(requests)
+        except ValueError as exc:
+            # vLLM checks every prompt before generating any (too many images, longer than the
+            # model's context) and rejects the whole call for one bad prompt: ask one by one, so
+            # only that request fails.
+            if len(requests) == 1:
+                return [Reply(error=f"vllm: {exc}")]
+            logger.warning("vllm engine: a batch of %d was refused (%s); asking one by one", len(requests), exc)
+            return [reply for request in requests for reply in self.generate([request])]
 
-        processor = build_processor(self.processor_config(), preprocess=preprocess, postprocess=postprocess)
-        dataset = ray.data.from_items([request_row(request, i) for i, request in enumerate(requests)])
-        rows = processor(dataset).take_all()
-        logger.info("vllm engine: %d requests, %d rows back", len(requests), len(rows))
-        return replies_from_rows(rows, len(requests))
+    def _chat(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        outputs = self.llm.chat(
+            [request.messages for request in requests],
+            [self._sampling_params(request) for request in requests],
+            use_tqdm=False,
+        )
+        return [
+            Reply(
+                text=output.outputs[0].text,
+                prompt_tokens=len(output.prompt_token_ids or ()),
+                output_tokens=len(output.outputs[0].token_ids),
+            )
+            for output in outputs
+        ]

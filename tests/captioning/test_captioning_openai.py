@@ -98,6 +98,9 @@ def test_round_trip_through_transformers_serve(served, scenes):
         part for part in request.messages[1]["content"] if part["type"] == "text"
     ]}]
     assert prompt_tokens(request.messages) - prompt_tokens(text_only) == 4 * 6  # 3 shots x 2 frames
+    # The reply carries the server's own token counts.
+    assert reply.prompt_tokens == prompt_tokens(request.messages)
+    assert 0 < reply.output_tokens <= 16
 
     # Through the captioner: the server ignores response_format, so a random model's free text is
     # rejected by validation, asked again with the error, then recorded as a failure with the reason.

@@ -107,6 +107,25 @@ def test_grammar_and_validator_agree(engine):
     assert verdicts == [True, False, False, False, False, False]
 
 
+def test_replies_count_the_tokens_read_and_written(engine, scenes):
+    from captioning.frames import shot_frame_urls
+    from captioning.prompts import load_prompts
+    from captioning.requests import joint_request
+
+    # Scenes of 3 and 2 shots: prompts of different lengths, so the shorter is padded in a batch.
+    long, short = (joint_request(shot_frame_urls(scene, 2, 64), load_prompts(), SMALL_LIMITS, max_tokens=6)
+                   for scene in (scenes[0], scenes[2]))
+    together = engine.generate([long, short])
+    alone = engine.generate([long]) + engine.generate([short])
+    assert [r.prompt_tokens for r in together] == [r.prompt_tokens for r in alone]  # padding is not read
+    # Images are counted: the third shot's two frames alone are 2 x 4 tokens of the tiny model.
+    assert together[0].prompt_tokens - together[1].prompt_tokens >= 2 * 4
+    for reply in together + alone:
+        assert 0 < reply.output_tokens <= 6
+        decoded = engine.processor.tokenizer(reply.text, add_special_tokens=False)["input_ids"]
+        assert len(decoded) <= reply.output_tokens
+
+
 def test_unconstrained_answers_are_rejected_and_recorded(tiny_model, scenes, tmp_path):
     config = make_config(
         tiny_model, max_tries=2, max_tokens=40, transformers=TransformersConfig(device="cpu", constrained=False)
