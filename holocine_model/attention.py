@@ -39,6 +39,7 @@ Self-attention backends, all computing the same function (the dense one is the r
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -377,10 +378,21 @@ class ShotSelfAttention:
         return out.transpose(1, 2)
 
 
-class WindowCrossAttention:
-    """Window cross-attention for one batch layout: each shot's tokens see their text window."""
+def _clip_runs(lengths: list[int], start: int, stop: int) -> list[int]:
+    """How many tokens of each consecutive run of ``lengths`` fall in ``[start, stop)``."""
+    bounds = [0, *itertools.accumulate(lengths)]
+    return [max(0, min(b, stop) - max(a, start)) for a, b in zip(bounds, bounds[1:])]
 
-    def __init__(self, layout: ShotLayout | None, tokens_per_frame: int, text_len: int, compat: bool = False) -> None:
+
+class WindowCrossAttention:
+    """Window cross-attention for one batch layout: each shot's tokens see their text window.
+
+    ``queries`` is the ``[start, stop)`` of the video tokens the queries are, when they are a chunk
+    of the clip (context parallelism); default: all of them.
+    """
+
+    def __init__(self, layout: ShotLayout | None, tokens_per_frame: int, text_len: int, compat: bool = False,
+                 queries: tuple[int, int] | None = None) -> None:
         self.windows: list[list[torch.Tensor]] | None = None
         if layout is None or not layout.has_text_spans:
             return
@@ -390,6 +402,11 @@ class WindowCrossAttention:
         self.windows = [[mask[b, s].nonzero().flatten() for s in range(len(row))] for b, row in enumerate(frames)]
         if any(w.numel() == 0 for row in self.windows for w in row):
             raise ValueError("a shot sees no text token: empty global and shot spans")
+        if queries is not None:
+            # Keep the shots (and their windows) that have tokens in the chunk, clipped to it.
+            clipped = [_clip_runs(row, *queries) for row in self.shot_tokens]
+            self.windows = [[w for w, n in zip(ws, row) if n] for ws, row in zip(self.windows, clipped)]
+            self.shot_tokens = [[n for n in row if n] for row in clipped]
         self._device_windows: dict[torch.device, list[list[torch.Tensor]]] = {}
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from .attention import ShotLayout, ShotSelfAttention, WindowCrossAttention
 from .config import ModelConfig
+from .context_parallel import Attend, ContextParallel
 from .rope import apply_rope, rope_cos_sin
 
 
@@ -68,7 +69,7 @@ def _keep_self_attention_context() -> tuple[object, object]:
 # Attention runs eagerly inside compiled blocks: the backends plan their work from the batch's shot
 # layout on the host, and tracing them would specialise (and recompile) on every layout.
 @torch.compiler.disable
-def _self_attend(attn: ShotSelfAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _self_attend(attn: Attend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     _self_attention_running.value = True
     try:
         return attn(q, k, v)
@@ -152,7 +153,7 @@ class WanBlock(nn.Module):
         context: torch.Tensor,
         t_mod: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        self_attn: ShotSelfAttention,
+        self_attn: Attend,
         cross_attn: WindowCrossAttention,
     ) -> torch.Tensor:
         # t_mod: [B, 6, dim] or per token [B, S, 6, dim]; chunks are [B, 1, dim] or [B, S, dim], fp32.
@@ -209,6 +210,7 @@ class WanDiT(nn.Module):
         self.head = Head(config)
         self.gradient_checkpointing = False
         self.selective_checkpoint_blocks = 0
+        self.context_parallel: ContextParallel | None = None
 
     def forward(
         self,
@@ -248,9 +250,20 @@ class WanDiT(nn.Module):
         context = self.text_embedding(text_states.to(self.text_embedding[0].weight.dtype))
 
         rope = _cached_rope(grid, cfg.head_dim, cfg.rope_theta, x.device)
-        self_attn = ShotSelfAttention(layout if cfg.sparse_self_attention else None, tokens_per_frame,
-                                      cfg.attention_backend, cfg.holocine_compat)
-        cross_attn = WindowCrossAttention(layout, tokens_per_frame, context.shape[1], cfg.holocine_compat)
+        self_attn: Attend = ShotSelfAttention(layout if cfg.sparse_self_attention else None, tokens_per_frame,
+                                              cfg.attention_backend, cfg.holocine_compat)
+        queries = None
+        cp = self.context_parallel
+        if cp is not None:
+            # From here to the head this rank holds one chunk of the tokens (context_parallel.py).
+            cp.check(x.shape[1], cfg.num_heads)
+            chunk = x.shape[1] // cp.size
+            queries = (cp.rank * chunk, (cp.rank + 1) * chunk)
+            x, rope = cp.chunk(x), tuple(cp.chunk(table, dim=0) for table in rope)
+            if t_mod.ndim == 4:  # per-token timesteps
+                t_mod, t_emb = cp.chunk(t_mod), cp.chunk(t_emb)
+            self_attn = cp.attend(self_attn)
+        cross_attn = WindowCrossAttention(layout, tokens_per_frame, context.shape[1], cfg.holocine_compat, queries)
 
         checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         for index, block in enumerate(self.blocks):
@@ -261,9 +274,15 @@ class WanDiT(nn.Module):
                 x = block(*args)
 
         x = self.head(x, t_emb)
+        if cp is not None:
+            x = cp.gather(x)
         # [B, F*H*W, pt*ph*pw*C] -> [B, C, F*pt, H*ph, W*pw]
         x = x.reshape(batch, *grid, pt, ph, pw, cfg.out_channels)
         return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(batch, cfg.out_channels, *(g * p for g, p in zip(grid, cfg.patch_size)))
+
+    def enable_context_parallel(self, context_parallel: ContextParallel | None) -> None:
+        """Split each clip's video tokens over the ranks of a group (None: every rank holds all)."""
+        self.context_parallel = context_parallel
 
     def to_compute_dtype(self, dtype: torch.dtype) -> WanDiT:
         """Cast to ``dtype`` (e.g. bf16) except ``FP32_PARAMETERS``, which stay fp32 as in Wan."""
