@@ -1,6 +1,8 @@
 """The trainer's step on a latent cache against the model's own step, on one GPU and under FSDP2.
 
     python benchmarks/trainer_step.py --tiers 5s,15s [--gpus 1,2] [--steps 16]
+    python benchmarks/trainer_step.py --tiers 60s --gpus 1,2 --context 2          # context parallel
+    python benchmarks/trainer_step.py --preset wan2.2-a14b --gpus 2 --context 2 --set lora.enabled=true
 
 For each tier, writes a latent cache of random samples in ``training.cache``'s format (latents at the
 tier's 480x832 bucket, 512 bf16 text states, the tier's shots; sample indexes next to the shards), then:
@@ -64,13 +66,14 @@ def write_cache(folder: Path, tier: train_step.Tier, preset: str, samples: int, 
         write_indexed_tar(folder / f"shard-{shard:06d}.tar", items())
 
 
-def run_trainer(cache: Path, tier: train_step.Tier, preset: str, gpus: int, steps: int, output: Path) -> list[dict]:
-    """The trainer's logged steps on ``gpus`` GPUs of this machine."""
+def run_trainer(cache: Path, tier: train_step.Tier, preset: str, gpus: int, steps: int, output: Path,
+                context: int = 1, extra: list[str] = ()) -> list[dict]:
+    """The trainer's logged steps on ``gpus`` GPUs of this machine, ``context`` of them per sample."""
     overrides = [
         f"output={output}", f"data.shards=[{cache}/shard-*.tar]", f"data.bucket=[{tier.seconds * 16 + 1},{tier.height},{tier.width}]",
         "data.batch_size=1", "data.num_workers=2", "data.shuffle_buffer=4", f"model.preset={preset}",
         "model.gradient_checkpointing=true", "optim.warmup_steps=1", f"optim.max_steps={steps}", "log_every=1",
-        f"checkpoint.every={steps * 10}", "validation.every=0",
+        f"checkpoint.every={steps * 10}", "validation.every=0", f"parallel.context={context}", *extra,
     ]
     launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={gpus}"] if gpus > 1 else [sys.executable])
     command = [*launcher, "-m", "training.train", "--config", str(REPO / "training/configs/tiny.yaml"), *overrides, "--overwrite"]
@@ -81,23 +84,34 @@ def run_trainer(cache: Path, tier: train_step.Tier, preset: str, gpus: int, step
     return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line]
 
 
-def summary(rows: list[dict], skip: int) -> dict:
+def summary(rows: list[dict], skip: int, sample_flops: float, samples_per_step: int, gpus: int,
+            peak_tflops: float) -> dict:
+    """Medians over the kept steps; MFU counts 3 x the forward FLOPs of the step's samples."""
     kept = [r for r in rows if "step_s" in r][skip:]
+    step_s = statistics.median(r["step_s"] for r in kept)
     return {
-        "step_s": statistics.median(r["step_s"] for r in kept),
+        "step_s": step_s,
         "data_wait_s": statistics.median(max(r["data_wait_s"]) for r in kept),
         "samples_per_s_per_rank": statistics.median(statistics.mean(r["samples_per_s"]) for r in kept),
+        "peak_gib_per_gpu": max((r.get("peak_gib", 0.0) for r in kept), default=0.0),
+        "mfu": round(3 * sample_flops * samples_per_step / step_s / (gpus * peak_tflops * 1e12), 3),
         "steps": len(kept),
     }
 
 
-def model_step(tier: train_step.Tier, preset: str, steps: int) -> float:
+def sample_flops(tier: train_step.Tier, preset: str) -> float:
+    """One forward of one sample of the tier, counting the attention the sparse mask computes."""
+    cfg = train_step.get_config(preset)
+    layout = train_step.make_batch(tier, cfg.in_channels, "cpu")["layout"]
+    return train_step.model_flops(cfg, layout, (tier.height // 16) * (tier.width // 16), train_step.TEXT_LEN)
+
+
+def model_step(tier: train_step.Tier, preset: str, steps: int, peak_tflops: float) -> float:
     cfg = train_step.get_config(preset)
     batch = train_step.make_batch(tier, cfg.in_channels, "cuda")
     model = train_step.build_ours(preset, ModelSection(preset=preset))
     row = train_step.measure(f"model {tier.name}", model, train_step.ours_forward, batch, steps, 2,
-                             train_step.model_flops(cfg, batch["layout"], (tier.height // 16) * (tier.width // 16), train_step.TEXT_LEN),
-                             train_step.matmul_peak_tflops())
+                             sample_flops(tier, preset), peak_tflops)
     del model
     train_step.release_memory()
     return row["step_s"]
@@ -112,9 +126,15 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=4, help="first steps left out of the median (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=24, help="cache samples per tier (default: %(default)s)")
     parser.add_argument("--no-model", action="store_true", help="skip the model-alone step")
+    parser.add_argument("--context", type=int, default=1,
+                        help="GPUs sharing each sample (parallel.context) in the runs on more than one GPU")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="more trainer overrides, e.g. lora.enabled=true (repeatable)")
     args = parser.parse_args()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(json.dumps({"device": device, "gpus": torch.cuda.device_count(), "torch": torch.__version__}), flush=True)
+    peak = train_step.matmul_peak_tflops()
+    print(json.dumps({"device": device, "gpus": torch.cuda.device_count(), "torch": torch.__version__,
+                      "bf16_matmul_tflops": round(peak)}), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tiers.split(","):
             tier = train_step.TIERS[name]
@@ -122,16 +142,22 @@ def main() -> None:
             write_cache(cache, tier, args.preset, args.samples)
             result: dict = {"tier": name}
             for gpus in map(int, args.gpus.split(",")):
-                rows = run_trainer(cache, tier, args.preset, gpus, args.steps, Path(tmp) / f"train-{name}-{gpus}")
-                result[f"trainer_{gpus}gpu"] = summary(rows, args.skip)
-                print(json.dumps({"tier": name, "gpus": gpus, **result[f"trainer_{gpus}gpu"]}), flush=True)
+                context = args.context if gpus > 1 else 1
+                rows = run_trainer(cache, tier, args.preset, gpus, args.steps, Path(tmp) / f"train-{name}-{gpus}",
+                                   context, args.set)
+                result[f"trainer_{gpus}gpu"] = summary(rows, args.skip, sample_flops(tier, args.preset),
+                                                       gpus // context, gpus, peak)
+                print(json.dumps({"tier": name, "gpus": gpus, "context": context, **result[f"trainer_{gpus}gpu"]}),
+                      flush=True)
             if not args.no_model:
-                result["model_step_s"] = model_step(tier, args.preset, 3)
+                result["model_step_s"] = model_step(tier, args.preset, 3, peak)
                 one = result.get("trainer_1gpu")
                 if one:
                     result["trainer_over_model"] = one["step_s"] / result["model_step_s"]
             one, two = result.get("trainer_1gpu"), result.get("trainer_2gpu")
-            if one and two:
+            if one and two and args.context == 2:
+                result["step_2_over_1"] = two["step_s"] / one["step_s"]  # the same sample on two GPUs
+            elif one and two:
                 result["per_gpu_throughput_2_vs_1"] = one["step_s"] / two["step_s"]
             print(json.dumps(result), flush=True)
 

@@ -126,6 +126,14 @@ class ValidationConfig:
 
 
 @dataclass
+class ParallelConfig:
+    # Ranks that share each sample and split its video tokens (context parallelism, Ulysses style:
+    # holocine_model/context_parallel.py). The world size must be a multiple of it; samples are
+    # split over world / context groups; FSDP2 shards over every rank.
+    context: int = 1
+
+
+@dataclass
 class TrainConfig:
     output: str = "out/train"
     seed: int = 0
@@ -139,6 +147,7 @@ class TrainConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     # Fault injection for the resume test: SIGKILL this process in the middle of that step.
     kill_in_step: int | None = None
 

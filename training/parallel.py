@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from holocine_model import WanDiT
+from holocine_model.context_parallel import ContextParallel
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,9 @@ class World:
     size: int
     local_rank: int
     device: torch.device
+    # Context-parallel groups are runs of ``context`` consecutive ranks sharing each sample.
+    context: int = 1
+    context_parallel: ContextParallel | None = None
 
     @property
     def is_main(self) -> bool:
@@ -30,11 +35,23 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
+    @property
+    def data_rank(self) -> int:
+        """Which share of the samples this rank reads: its context-parallel group's."""
+        return self.rank // self.context
 
-def init_world() -> World:
-    """Join the process group torchrun or Ray Train describes (NCCL on GPU, gloo on CPU), if any."""
+    @property
+    def data_size(self) -> int:
+        return self.size // self.context
+
+
+def init_world(context: int = 1) -> World:
+    """Join the process group torchrun or Ray Train describes (NCCL on GPU, gloo on CPU), if any,
+    and the context-parallel group of this rank when ``context`` > 1."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if context < 1 or size % context:
+        raise ValueError(f"parallel.context={context} must divide the world size {size}")
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -43,7 +60,11 @@ def init_world() -> World:
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    return World(rank, dist.get_world_size() if dist.is_initialized() else 1, local_rank, device)
+    world = World(rank, dist.get_world_size() if dist.is_initialized() else 1, local_rank, device, context)
+    if context > 1:
+        mesh = init_device_mesh(device.type, (world.size // context, context), mesh_dim_names=("data", "context"))
+        world.context_parallel = ContextParallel(mesh.get_group("context"))
+    return world
 
 
 def shard_model(model: WanDiT, mixed_precision: bool) -> WanDiT:

@@ -140,7 +140,7 @@ def prepare_output(config: TrainConfig, resume: bool, overwrite: bool, world: Wo
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
-    world = init_world()
+    world = init_world(config.parallel.context)
     output = prepare_output(config, resume, overwrite, world)
     cuda = world.device.type == "cuda"
     bf16 = cuda and config.mixed_precision == "bf16"
@@ -148,6 +148,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     # Same initial weights on every rank, whatever the world size; FSDP then shards them.
     torch.manual_seed(config.seed)
     model = build_model(config).to(world.device)
+    model.enable_context_parallel(world.context_parallel)
     if cuda and config.model.compile:
         model.compile_blocks()
     if world.distributed:
@@ -181,7 +182,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
                                  getattr(torch, config.encoders.dtype) if cuda else torch.float32)
     tokenizer = encoders.tokenizer if encoders else load_tokenizer(config.encoders.source)
     decoder = SampleDecoder(config.data.bucket, PromptTokenizer(tokenizer, config.data.text_len))
-    stream = ShardStream(catalog, decoder, world.rank, world.size, config.seed, config.data.shuffle_shards,
+    stream = ShardStream(catalog, decoder, world.data_rank, world.data_size, config.seed, config.data.shuffle_shards,
                          config.data.shuffle_buffer, resume_after=position)
     # The skip window starts empty on resume; the count goes on.
     skips = SkipGuard.from_config(config.data, skipped)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 from training_helpers import read_metrics, train
 
 SETTINGS = ("optim.max_steps=4", "checkpoint.every=2", "validation.every=2", "data.shuffle_buffer=6")
@@ -21,3 +24,28 @@ def test_two_process_fsdp_matches_one_process(shards, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-00000004").glob("*.distcp")) == \
         ["__0_0.distcp", "__1_0.distcp"]
     assert (tmp_path / "two" / "export" / "dit.safetensors").is_file()
+
+
+def test_context_parallel_matches_one_process_and_resumes(shards, tmp_path):
+    """Two ranks splitting each sample's tokens train as one rank does, and a resumed run goes on alike."""
+    pattern = f"{shards}/shard-*.tar"
+    train(tmp_path / "one", pattern, *SETTINGS, "data.batch_size=1")
+    train(tmp_path / "cp", pattern, *SETTINGS, "data.batch_size=1", "parallel.context=2", nproc=2)
+    one, cp = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "cp")
+    assert [r["step"] for r in one] == [r["step"] for r in cp]
+    for a, b in zip(one, cp):
+        for key in ("loss", "val_loss", "grad_norm"):
+            if key in a:
+                assert abs(a[key] - b[key]) <= 1e-5 * abs(a[key]), (a, b)
+    # Resume the context-parallel run from its step-2 checkpoint: steps 3 and 4 again, same losses.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "cp", resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-00000004")
+    (resumed / "checkpoints" / "latest").write_text("step-00000002")
+    kept = [line for line in (resumed / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 2]
+    (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    train(resumed, pattern, *SETTINGS, "data.batch_size=1", "parallel.context=2", nproc=2, resume=True)
+    after = {r["step"]: r["loss"] for r in read_metrics(resumed) if "loss" in r}
+    before = {r["step"]: r["loss"] for r in cp if "loss" in r}
+    for step in (3, 4):
+        assert abs(after[step] - before[step]) <= 1e-6 * abs(before[step]), (step, after, before)
