@@ -51,26 +51,17 @@ def _heads_to_sequence(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tenso
     return received.permute(1, 2, 0, 3, 4).reshape(batch, tokens // n, n * heads, dim)
 
 
-class _SequenceToHeads(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
-        return _sequence_to_heads(x, group)
+class _Redistribute(torch.autograd.Function):
+    """One of the two all-to-alls (``to_heads`` picks which); its gradient is the other."""
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _heads_to_sequence(grad, ctx.group), None
-
-
-class _HeadsToSequence(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
-        return _heads_to_sequence(x, group)
+    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup, to_heads: bool) -> torch.Tensor:
+        ctx.group, ctx.to_heads = group, to_heads
+        return (_sequence_to_heads if to_heads else _heads_to_sequence)(x, group)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _sequence_to_heads(grad, ctx.group), None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return (_heads_to_sequence if ctx.to_heads else _sequence_to_heads)(grad, ctx.group), None, None
 
 
 class _GatherSequence(torch.autograd.Function):
@@ -121,7 +112,7 @@ class ContextParallel:
     def attend(self, attend: Attend) -> Attend:
         """``attend`` over all tokens of ``heads / size`` heads, taking and returning this rank's chunk."""
         def attend_all_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            q, k, v = (_SequenceToHeads.apply(t, self.group) for t in (q, k, v))
-            return _HeadsToSequence.apply(attend(q, k, v), self.group)
+            q, k, v = (_Redistribute.apply(t, self.group, True) for t in (q, k, v))
+            return _Redistribute.apply(attend(q, k, v), self.group, False)
 
         return attend_all_tokens
