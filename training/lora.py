@@ -7,6 +7,7 @@ import re
 import torch
 
 from holocine_model import WanDiT
+from holocine_model.model import FP32_PARAMETERS
 
 from .config import LoRAConfig
 
@@ -23,6 +24,18 @@ def apply_lora(model: WanDiT, config: LoRAConfig) -> WanDiT:
     model = inject_adapter_in_model(lora, model)
     for name, param in model.named_parameters():
         param.requires_grad_(".lora_" in name)
+    return model
+
+
+def freeze_base_in_bf16(model: WanDiT) -> WanDiT:
+    """Store the frozen base weights in bf16: they get no gradient, so no fp32 master copy is needed.
+
+    Halves the base's memory (an A14B expert: 28 GB instead of 56 GB before FSDP2 shards it). The
+    adapters stay fp32 for AdamW, and so do the parameters Wan computes in fp32 (``FP32_PARAMETERS``).
+    """
+    for name, param in model.named_parameters():
+        if not param.requires_grad and not any(part in FP32_PARAMETERS for part in name.split(".")):
+            param.data = param.data.bfloat16()
     return model
 
 

@@ -46,7 +46,7 @@ from .data import (
 )
 from .encoders import Encoders, load_encoders, load_tokenizer
 from .flow import FlowMatching
-from .lora import apply_lora
+from .lora import apply_lora, freeze_base_in_bf16
 from .metrics import DataMeter, MetricsLogger, per_rank
 from .parallel import World, all_mean, all_sum, barrier, init_world, shard_model
 from .prompt import PromptTokenizer
@@ -149,6 +149,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     torch.manual_seed(config.seed)
     model = build_model(config).to(world.device)
     model.enable_context_parallel(world.context_parallel)
+    if bf16 and config.lora.enabled:
+        freeze_base_in_bf16(model)
     if cuda and config.model.compile:
         model.compile_blocks()
     if world.distributed:

@@ -57,3 +57,20 @@ def test_lora_runs_export_base_plus_delta_in_one_process_and_under_fsdp(shards, 
             assert load_checkpoint(model, path) == ([], [])
             exported = model.state_dict()
             assert all(torch.allclose(exported[n], expected[n], atol=1e-6) for n in expected), path
+
+
+def test_a_frozen_base_in_bf16_trains_only_the_fp32_adapters():
+    from training.lora import apply_lora, freeze_base_in_bf16
+
+    config = load_config(TINY_CONFIG, [*SETTINGS])
+    model = freeze_base_in_bf16(apply_lora(WanDiT(get_config("tiny")), config.lora))
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert dtypes["blocks.0.self_attn.q.base_layer.weight"] == torch.bfloat16
+    assert dtypes["blocks.0.self_attn.q" + LORA_A] == torch.float32
+    # Wan's fp32 parameters stay fp32 (modulation, timestep MLPs, the affine cross-attention norm).
+    assert dtypes["blocks.0.modulation"] == dtypes["time_embedding.0.weight"] == dtypes["blocks.0.norm3.weight"] == torch.float32
+    latents, text = torch.randn(1, 4, 3, 8, 6), torch.randn(1, 10, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(latents, torch.tensor([500.0]), text).float().square().mean().backward()
+    trained = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert trained and all(".lora_" in name for name in trained)
