@@ -41,6 +41,11 @@ _cached_rope = functools.lru_cache(maxsize=4)(rope_cos_sin)
 FP32_PARAMETERS = ("time_embedding", "time_projection", "modulation", "norm3")
 
 
+def keeps_fp32(name: str) -> bool:
+    """Whether the parameter called ``name`` is one of ``FP32_PARAMETERS``, whatever the model's dtype."""
+    return any(part in FP32_PARAMETERS for part in name.split("."))
+
+
 # Fused attention kernels (the ones the per_shot and dense backends reach through SDPA) whose outputs
 # selective checkpointing keeps for self-attention.
 _SDPA_OPS = frozenset({
@@ -288,7 +293,7 @@ class WanDiT(nn.Module):
         """Cast to ``dtype`` (e.g. bf16) except ``FP32_PARAMETERS``, which stay fp32 as in Wan."""
         self.to(dtype)
         for name, param in self.named_parameters():
-            if any(part in FP32_PARAMETERS for part in name.split(".")):
+            if keeps_fp32(name):
                 param.data = param.data.float()
         return self
 

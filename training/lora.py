@@ -7,7 +7,7 @@ import re
 import torch
 
 from holocine_model import WanDiT
-from holocine_model.model import FP32_PARAMETERS
+from holocine_model.model import keeps_fp32
 
 from .config import LoRAConfig
 
@@ -34,7 +34,7 @@ def freeze_base_in_bf16(model: WanDiT) -> WanDiT:
     adapters stay fp32 for AdamW, and so do the parameters Wan computes in fp32 (``FP32_PARAMETERS``).
     """
     for name, param in model.named_parameters():
-        if not param.requires_grad and not any(part in FP32_PARAMETERS for part in name.split(".")):
+        if not param.requires_grad and not keeps_fp32(name):
             param.data = param.data.bfloat16()
     return model
 
