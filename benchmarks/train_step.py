@@ -78,21 +78,25 @@ def make_batch(tier: Tier, channels: int, device: str) -> dict:
     }
 
 
-def model_flops(cfg, layout: ShotLayout, tokens_per_frame: int, text_len: int) -> float:
-    """FLOPs of one forward of one sample: matmuls plus the attention the sparse mask computes."""
-    dim, frames = cfg.dim, layout.num_frames
-    tokens = frames * tokens_per_frame
-    per_block = 2 * tokens * (6 * dim * dim + 2 * dim * cfg.ffn_dim)  # self q,k,v,o; cross q,o; FFN
-    per_block += 2 * text_len * 2 * dim * dim  # cross-attention k, v of the text
+def attention_flops(cfg, layout: ShotLayout, tokens_per_frame: int, text_len: int) -> float:
+    """FLOPs of QK^T and PV in one forward of one sample, only where the sparse masks attend."""
     shot_tokens = [n * tokens_per_frame for n in layout.frames_per_shot()[0]]
     first_frames = len(shot_tokens) * tokens_per_frame
-    # A query sees its own shot plus the first latent frame of every other shot; QK^T and PV.
-    per_block += sum(4 * n * (n + first_frames - tokens_per_frame) * dim for n in shot_tokens)
+    # A query sees its own shot plus the first latent frame of every other shot.
+    per_block = sum(4 * n * (n + first_frames - tokens_per_frame) * cfg.dim for n in shot_tokens)
     windows = text_window_mask(layout, text_len).sum(-1)[0].tolist()
-    per_block += sum(4 * n * w * dim for n, w in zip(shot_tokens, windows))
+    per_block += sum(4 * n * w * cfg.dim for n, w in zip(shot_tokens, windows))
+    return cfg.num_layers * per_block
+
+
+def model_flops(cfg, layout: ShotLayout, tokens_per_frame: int, text_len: int) -> float:
+    """FLOPs of one forward of one sample: matmuls plus the attention the sparse mask computes."""
+    dim, tokens = cfg.dim, layout.num_frames * tokens_per_frame
+    per_block = 2 * tokens * (6 * dim * dim + 2 * dim * cfg.ffn_dim)  # self q,k,v,o; cross q,o; FFN
+    per_block += 2 * text_len * 2 * dim * dim  # cross-attention k, v of the text
     patch = 2 * tokens * dim * cfg.in_channels * 4 + 2 * tokens * dim * cfg.out_channels * 4
     text = 2 * text_len * (cfg.text_dim * dim + dim * dim)
-    return cfg.num_layers * per_block + patch + text
+    return cfg.num_layers * per_block + patch + text + attention_flops(cfg, layout, tokens_per_frame, text_len)
 
 
 def dense_flops(cfg, tokens: int, text_len: int) -> float:

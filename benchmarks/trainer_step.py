@@ -2,7 +2,8 @@
 
     python benchmarks/trainer_step.py --tiers 5s,15s [--gpus 1,2] [--steps 16]
     python benchmarks/trainer_step.py --tiers 60s --gpus 1,2 --context 2          # context parallel
-    python benchmarks/trainer_step.py --preset wan2.2-a14b --gpus 2 --context 2 --set lora.enabled=true
+    python benchmarks/trainer_step.py --preset wan2.2-a14b --tiers 15s --gpus 2 --context 2 --no-model \
+        --set lora.enabled=true                                                   # an A14B expert, LoRA
 
 For each tier, writes a latent cache of random samples in ``training.cache``'s format (latents at the
 tier's 480x832 bucket, 512 bf16 text states, the tier's shots; sample indexes next to the shards), then:
@@ -10,11 +11,15 @@ tier's 480x832 bucket, 512 bf16 text states, the tier's shots; sample indexes ne
 - model: one step of the model alone, as ``benchmarks/train_step.py`` measures it (random batch already
   on the GPU, the trainer's speed options, AdamW);
 - trainer on N GPUs: ``python -m training.train`` (``torchrun`` for N > 1) on that cache from random
-  weights, ``log_every=1``; its ``step_s`` and ``data_wait_s`` from ``metrics.jsonl``, the median over
-  the steps after the first ``--skip`` (compilation and warm-up).
+  weights, ``log_every=1``, stopped once it has logged ``--steps`` steps; its ``step_s``, ``data_wait_s``
+  and ``peak_gib`` from ``metrics.jsonl``, the median over the steps after the first ``--skip``
+  (compilation and warm-up).
 
 Prints per tier: the model step, the trainer step on each GPU count, their ratio (target <= 1.1 on one
-GPU), the data wait, and per-GPU throughput on N GPUs relative to one (target >= 0.9 on two).
+GPU), the data wait, peak memory per GPU, MFU, and either per-GPU throughput on two GPUs relative to one
+(target >= 0.9) or, with ``--context 2``, the step on two GPUs relative to one (target <= 0.55). MFU
+counts the model FLOPs of forward and backward, with the attention the sparse masks compute, and no
+recomputation; with LoRA the frozen weights' gradients are not counted either (see ``step_flops``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -68,42 +74,71 @@ def write_cache(folder: Path, tier: train_step.Tier, preset: str, samples: int, 
 
 def run_trainer(cache: Path, tier: train_step.Tier, preset: str, gpus: int, steps: int, output: Path,
                 context: int = 1, extra: list[str] = ()) -> list[dict]:
-    """The trainer's logged steps on ``gpus`` GPUs of this machine, ``context`` of them per sample."""
+    """The trainer's logged steps on ``gpus`` GPUs of this machine, ``context`` of them per sample.
+
+    The trainer is stopped once it has logged ``steps`` steps: its final checkpoint and export (minutes
+    for a 14B expert) are not what is measured."""
     overrides = [
         f"output={output}", f"data.shards=[{cache}/shard-*.tar]", f"data.bucket=[{tier.seconds * 16 + 1},{tier.height},{tier.width}]",
         "data.batch_size=1", "data.num_workers=2", "data.shuffle_buffer=4", f"model.preset={preset}",
-        "model.gradient_checkpointing=true", "optim.warmup_steps=1", f"optim.max_steps={steps}", "log_every=1",
+        "model.gradient_checkpointing=true", "optim.warmup_steps=1", f"optim.max_steps={steps + 1}", "log_every=1",
         f"checkpoint.every={steps * 10}", "validation.every=0", f"parallel.context={context}", *extra,
     ]
     launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={gpus}"] if gpus > 1 else [sys.executable])
     command = [*launcher, "-m", "training.train", "--config", str(REPO / "training/configs/tiny.yaml"), *overrides, "--overwrite"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"trainer failed:\n{done.stderr[-4000:]}")
-    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line]
+    metrics = output / "metrics.jsonl"
+    with tempfile.TemporaryFile("w+") as log:
+        trainer = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while trainer.poll() is None and len(_steps(metrics)) < steps:
+            time.sleep(2)
+        if trainer.poll() is None:
+            # SIGTERM: torchrun passes it on to its workers, which run in sessions of their own.
+            trainer.terminate()
+            trainer.wait()
+        rows = _steps(metrics)
+        if len(rows) < steps:
+            log.seek(0)
+            raise RuntimeError(f"trainer failed after {len(rows)} steps:\n{log.read()[-4000:]}")
+    return rows[:steps]
 
 
-def summary(rows: list[dict], skip: int, sample_flops: float, samples_per_step: int, gpus: int,
+def _steps(metrics: Path) -> list[dict]:
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.exists() else []
+    return [row for row in rows if "step_s" in row]
+
+
+def summary(rows: list[dict], skip: int, step_flops: float, samples_per_step: int, gpus: int,
             peak_tflops: float) -> dict:
-    """Medians over the kept steps; MFU counts 3 x the forward FLOPs of the step's samples."""
-    kept = [r for r in rows if "step_s" in r][skip:]
+    """Medians over the steps after the first ``skip``; MFU = the model FLOPs of a step's samples / step time /
+    the GPUs' bf16 matmul peak."""
+    kept = rows[skip:]
     step_s = statistics.median(r["step_s"] for r in kept)
     return {
         "step_s": step_s,
         "data_wait_s": statistics.median(max(r["data_wait_s"]) for r in kept),
         "samples_per_s_per_rank": statistics.median(statistics.mean(r["samples_per_s"]) for r in kept),
         "peak_gib_per_gpu": max((r.get("peak_gib", 0.0) for r in kept), default=0.0),
-        "mfu": round(3 * sample_flops * samples_per_step / step_s / (gpus * peak_tflops * 1e12), 3),
+        "mfu": round(step_flops * samples_per_step / step_s / (gpus * peak_tflops * 1e12), 3),
         "steps": len(kept),
     }
 
 
-def sample_flops(tier: train_step.Tier, preset: str) -> float:
-    """One forward of one sample of the tier, counting the attention the sparse mask computes."""
+def forward_flops(tier: train_step.Tier, preset: str) -> tuple[float, float]:
+    """One forward of one sample of the tier: all of it, and its attention (as the sparse masks compute it)."""
     cfg = train_step.get_config(preset)
     layout = train_step.make_batch(tier, cfg.in_channels, "cpu")["layout"]
-    return train_step.model_flops(cfg, layout, (tier.height // 16) * (tier.width // 16), train_step.TEXT_LEN)
+    args = (cfg, layout, (tier.height // 16) * (tier.width // 16), train_step.TEXT_LEN)
+    return train_step.model_flops(*args), train_step.attention_flops(*args)
+
+
+def step_flops(tier: train_step.Tier, preset: str, frozen_base: bool) -> float:
+    """A training step's model FLOPs for one sample: forward and backward, not recomputation.
+
+    The backward costs twice the forward; with a frozen base (LoRA) the weights get no gradient, which
+    leaves one forward's worth for the inputs' gradients of the matmuls and two for attention's."""
+    total, attention = forward_flops(tier, preset)
+    return 2 * total + attention if frozen_base else 3 * total
 
 
 def model_step(tier: train_step.Tier, preset: str, steps: int, peak_tflops: float) -> float:
@@ -111,7 +146,7 @@ def model_step(tier: train_step.Tier, preset: str, steps: int, peak_tflops: floa
     batch = train_step.make_batch(tier, cfg.in_channels, "cuda")
     model = train_step.build_ours(preset, ModelSection(preset=preset))
     row = train_step.measure(f"model {tier.name}", model, train_step.ours_forward, batch, steps, 2,
-                             sample_flops(tier, preset), peak_tflops)
+                             forward_flops(tier, preset)[0], peak_tflops)
     del model
     train_step.release_memory()
     return row["step_s"]
@@ -131,6 +166,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="more trainer overrides, e.g. lora.enabled=true (repeatable)")
     args = parser.parse_args()
+    lora = "lora.enabled=true" in args.set
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     peak = train_step.matmul_peak_tflops()
     print(json.dumps({"device": device, "gpus": torch.cuda.device_count(), "torch": torch.__version__,
@@ -145,7 +181,7 @@ def main() -> None:
                 context = args.context if gpus > 1 else 1
                 rows = run_trainer(cache, tier, args.preset, gpus, args.steps, Path(tmp) / f"train-{name}-{gpus}",
                                    context, args.set)
-                result[f"trainer_{gpus}gpu"] = summary(rows, args.skip, sample_flops(tier, args.preset),
+                result[f"trainer_{gpus}gpu"] = summary(rows, args.skip, step_flops(tier, args.preset, lora),
                                                        gpus // context, gpus, peak)
                 print(json.dumps({"tier": name, "gpus": gpus, "context": context, **result[f"trainer_{gpus}gpu"]}),
                       flush=True)

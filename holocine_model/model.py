@@ -9,6 +9,7 @@ sinusoidal timestep and RoPE angles are computed in float64.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -22,6 +23,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 from .attention import ShotLayout, ShotSelfAttention, WindowCrossAttention
 from .config import ModelConfig
 from .context_parallel import Attend, ContextParallel
+from .offload import offload_saved_tensors
 from .rope import apply_rope, rope_cos_sin
 
 
@@ -215,6 +217,7 @@ class WanDiT(nn.Module):
         self.head = Head(config)
         self.gradient_checkpointing = False
         self.selective_checkpoint_blocks = 0
+        self.offload_checkpoints = False
         self.context_parallel: ContextParallel | None = None
 
     def forward(
@@ -271,12 +274,16 @@ class WanDiT(nn.Module):
         cross_attn = WindowCrossAttention(layout, tokens_per_frame, context.shape[1], cfg.holocine_compat, queries)
 
         checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
-        for index, block in enumerate(self.blocks):
-            args = (x, context, t_mod, rope, self_attn, cross_attn)
-            if checkpointing:
-                x = checkpoint(block, *args, use_reentrant=False, context_fn=self._checkpoint_context(index))
-            else:
-                x = block(*args)
+        # What the checkpoints save for the backward is each block's inputs; offloading keeps those in
+        # pinned host memory (the recomputation itself runs in the backward, outside this context).
+        offload = self.offload_checkpoints and checkpointing
+        with offload_saved_tensors() if offload else contextlib.nullcontext():
+            for index, block in enumerate(self.blocks):
+                args = (x, context, t_mod, rope, self_attn, cross_attn)
+                if checkpointing:
+                    x = checkpoint(block, *args, use_reentrant=False, context_fn=self._checkpoint_context(index))
+                else:
+                    x = block(*args)
 
         x = self.head(x, t_emb)
         if cp is not None:
@@ -297,18 +304,22 @@ class WanDiT(nn.Module):
                 param.data = param.data.float()
         return self
 
-    def enable_gradient_checkpointing(self, enabled: bool = True, selective_blocks: int = 0) -> None:
+    def enable_gradient_checkpointing(self, enabled: bool = True, selective_blocks: int = 0, offload: bool = False) -> None:
         """Recompute each block in the backward pass instead of storing its activations.
 
         The last ``selective_blocks`` blocks (all, if the model has fewer) are checkpointed
         selectively: they keep their self-attention output (one [B, S, dim] tensor per block, plus a
         logsumexp) and recompute only the rest. Self-attention is the costliest part of a block to
         recompute on long multi-shot clips (per_shot and dense backends; the others are recomputed).
+
+        ``offload`` keeps the blocks' inputs, which checkpointing still holds from the forward to the
+        backward (one [B, S, dim] tensor per block), in host memory instead: a copy each way per block.
         """
         if selective_blocks < 0:
             raise ValueError(f"selective_blocks must be >= 0, got {selective_blocks}")
         self.gradient_checkpointing = enabled
         self.selective_checkpoint_blocks = selective_blocks
+        self.offload_checkpoints = offload
 
     def _checkpoint_context(self, index: int) -> Callable[[], tuple[object, object]]:
         if index >= len(self.blocks) - self.selective_checkpoint_blocks:

@@ -56,6 +56,9 @@ class ModelSection:
     # costliest recomputation on long clips: 0.27 GiB a block at 15 s / 480p. 20 of the 1.3B's 30 blocks
     # is faster than recomputing all, within the memory diffusers' Wan needs (README, Training speed).
     selective_checkpoint_blocks: int = 20
+    # Keep what checkpointing holds from the forward to the backward, each block's input (tokens x dim
+    # bf16: 1.8 GiB a block for the A14B at 60 s on 2 GPUs, 72 GiB in all), in pinned host memory.
+    offload_checkpoints: bool = False
     # torch.compile each block on CUDA, fusing the fp32 norm / modulation / RoPE / gate work; CPU runs eager.
     compile: bool = True
 

@@ -62,13 +62,17 @@ RUN_HISTORY = ("checkpoints", "metrics.jsonl")
 RUN_OUTPUTS = (*RUN_HISTORY, "tensorboard", "samples", "export", "config.yaml")
 
 
-def build_model(config: TrainConfig) -> WanDiT:
-    model = WanDiT(get_config(config.model.preset, **config.model.overrides))
+def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> WanDiT:
+    """The DiT with its initial weights, built on ``device``: random initialisation on the GPU takes
+    seconds for a 14B expert where the CPU takes minutes, and needs no host copy of the weights."""
+    with torch.device(device):
+        model = WanDiT(get_config(config.model.preset, **config.model.overrides))
     if config.model.checkpoint:
         load_checkpoint(model, config.model.checkpoint)
     if config.lora.enabled:
         model = apply_lora(model, config.lora)
-    model.enable_gradient_checkpointing(config.model.gradient_checkpointing, config.model.selective_checkpoint_blocks)
+    model.enable_gradient_checkpointing(config.model.gradient_checkpointing, config.model.selective_checkpoint_blocks,
+                                        config.model.offload_checkpoints)
     return model
 
 
@@ -147,7 +151,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
 
     # Same initial weights on every rank, whatever the world size; FSDP then shards them.
     torch.manual_seed(config.seed)
-    model = build_model(config).to(world.device)
+    model = build_model(config, world.device).to(world.device)
     model.enable_context_parallel(world.context_parallel)
     if bf16 and config.lora.enabled:
         freeze_base_in_bf16(model)

@@ -11,14 +11,16 @@ from holocine_model import ShotLayout, WanDiT, get_config
 from holocine_model.context_parallel import ContextParallel
 
 WORLD = 2
-# (name, model overrides, per-token timesteps, FSDP2)
+# (name, model overrides, per-token timesteps, FSDP2, gradient checkpointing)
 CASES = [
-    ("sparse", {}, False, False),
-    ("sparse-compat", {"holocine_compat": True}, False, False),
-    ("full", {"sparse_self_attention": False}, False, False),
-    ("per-shot-backend", {"attention_backend": "per_shot"}, False, False),
-    ("per-token-timesteps", {}, True, False),
-    ("fsdp2", {}, False, True),
+    ("sparse", {}, False, False, False),
+    ("sparse-compat", {"holocine_compat": True}, False, False, False),
+    ("full", {"sparse_self_attention": False}, False, False, False),
+    ("per-shot-backend", {"attention_backend": "per_shot"}, False, False, False),
+    ("per-token-timesteps", {}, True, False, False),
+    ("fsdp2", {}, False, True, False),
+    # Block 0 fully recomputed (all-to-alls included), block 1 selectively: keeps its attention kernel's output.
+    ("checkpointed", {"attention_backend": "per_shot"}, False, True, True),
 ]
 
 
@@ -37,10 +39,11 @@ def case_inputs(per_token: bool) -> tuple:
     return latents, timesteps, text, None, layout
 
 
-def run_case(overrides: dict, per_token: bool, fsdp: bool, context: ContextParallel | None) -> dict:
+def run_case(overrides: dict, per_token: bool, fsdp: bool, checkpoint: bool, context: ContextParallel | None) -> dict:
     """Output, loss and parameter gradients (averaged over the group's ranks, as FSDP2 averages)."""
     torch.manual_seed(0)
     model = WanDiT(get_config("tiny", **{"attention_backend": "dense", **overrides})).double()
+    model.enable_gradient_checkpointing(checkpoint, selective_blocks=1)
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
@@ -67,7 +70,7 @@ def _worker(rank: int, init_file: str, results: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     context = ContextParallel(dist.group.WORLD)
-    outcome = {name: run_case(overrides, per_token, fsdp, context) for name, overrides, per_token, fsdp in CASES}
+    outcome = {name: run_case(*options, context) for name, *options in CASES}
     model = WanDiT(get_config("tiny"))
     model.enable_context_parallel(context)
     try:
@@ -87,9 +90,9 @@ def parallel_results(tmp_path_factory) -> dict:
     return torch.load(results)
 
 
-@pytest.mark.parametrize("name, overrides, per_token, fsdp", CASES, ids=[case[0] for case in CASES])
-def test_context_parallel_matches_one_process(parallel_results, name, overrides, per_token, fsdp):
-    expected = run_case(overrides, per_token, False, None)
+@pytest.mark.parametrize("name, overrides, per_token, fsdp, checkpoint", CASES, ids=[case[0] for case in CASES])
+def test_context_parallel_matches_one_process(parallel_results, name, overrides, per_token, fsdp, checkpoint):
+    expected = run_case(overrides, per_token, False, checkpoint, None)
     got = parallel_results[name]
     torch.testing.assert_close(got["out"], expected["out"])
     torch.testing.assert_close(got["loss"], expected["loss"])

@@ -7,7 +7,7 @@ import torch
 from torch._dynamo.utils import counters
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from holocine_model import ShotLayout, WanDiT, get_config, load_checkpoint
+from holocine_model import ShotLayout, WanDiT, get_config, load_checkpoint, offload
 
 def diffusers_tiny(cfg):
     diffusers = pytest.importorskip("diffusers")  # a test dependency only
@@ -185,6 +185,36 @@ def test_checkpointing_gives_the_same_grads_and_selective_keeps_self_attention(s
     assert (none_recomputed, calls) == (0, recomputed)
     for a, b in zip(grads, expected):
         torch.testing.assert_close(a, b)
+
+
+def test_offloaded_checkpoints_give_the_same_grads_and_offload_only_the_block_inputs(monkeypatch):
+    torch.manual_seed(0)
+    model = WanDiT(get_config("tiny")).double()
+    latents, text = (t.double() for t in inputs(frames=6, text_len=16))
+    model.enable_gradient_checkpointing(True, selective_blocks=1)
+    expected, _ = grads_and_recomputed_attention(model, latents, text, multi_shot_layout())
+    model.enable_gradient_checkpointing(True, selective_blocks=1, offload=True)
+    grads, _ = grads_and_recomputed_attention(model, latents, text, multi_shot_layout())
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b)
+
+    # What is offloaded: per block its input x, the text context and t_mod; nothing the recomputation
+    # saves in the backward pass.
+    packed = []
+    monkeypatch.setattr(offload, "_pack", lambda tensor: packed.append(tuple(tensor.shape)) or (tensor.device, tensor))
+    grads_and_recomputed_attention(model, latents, text, multi_shot_layout())
+    assert packed == [(2, 72, 32), (2, 16, 32), (2, 6, 32)] * len(model.blocks)
+
+
+def test_offloaded_tensors_come_back_with_their_layout():
+    # A padded, transposed view, as compiled blocks return them: same values, strides and offset.
+    storage = torch.randn(6 * 12 + 3)
+    saved = storage[3:].as_strided((6, 10), (1, 6))
+    with offload.offload_saved_tensors():
+        product = saved * torch.ones(6, 10, requires_grad=True)
+    restored = product.grad_fn._saved_self
+    assert restored.stride() == saved.stride() and restored.untyped_storage().data_ptr() != saved.untyped_storage().data_ptr()
+    torch.testing.assert_close(restored, saved, rtol=0, atol=0)
 
 
 def test_compiled_blocks_match_eager_under_checkpointing():

@@ -44,12 +44,21 @@ def _wait_for_dashboard(head: subprocess.Popen, timeout: float = 180) -> None:
     raise TimeoutError("the Ray dashboard did not come up")
 
 
+def _states(ray: str, env: dict[str, str], *queries: list[str]) -> list[list[dict]]:
+    """``ray list QUERY`` through the state API for each query, as JSON (the CLI sends the head's
+    auth token). The CLIs run at once: each spends seconds importing Ray before it asks."""
+    lists = [subprocess.Popen([ray, "list", *query, "--address", DASHBOARD, "--format", "json", "--limit", "10000"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for query in queries]
+    answers = []
+    for process in lists:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+        answers.append(json.loads(stdout))
+    return answers
+
+
 def _state(ray: str, env: dict[str, str], *args: str) -> list[dict]:
-    """``ray list ...`` through the state API, as JSON (the CLI sends the head's auth token)."""
-    result = subprocess.run([ray, "list", *args, "--address", DASHBOARD, "--format", "json", "--limit", "10000"],
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return _states(ray, env, list(args))[0]
 
 
 def _wait_for_nodes(ray: str, env: dict[str, str], count: int, nodes: list[subprocess.Popen], timeout: float = 180) -> list[dict]:
@@ -130,9 +139,10 @@ def submitted(cluster, s3_server, tmp_path_factory):
         assert len(jobs) == 1, jobs
         job_id = jobs[0]["job_id"]
         filters = ["--filter", f"job_id={job_id}", "--detail"]
+        tasks, actors = _states(ray, env, ["tasks", *filters], ["actors", *filters])
         yield {
             "submit": submit, "names": names, "out": out, "alive": alive, "job_id": job_id,
-            "tasks": _state(ray, env, "tasks", *filters), "actors": _state(ray, env, "actors", *filters),
+            "tasks": tasks, "actors": actors,
         }
 
 

@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from training_helpers import append_corrupt_sample, write_shards  # noqa: E402
+from training_helpers import DISTRIBUTED_SETTINGS, append_corrupt_sample, train, write_shards  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,12 @@ def pipeline_shards(tmp_path_factory) -> Path:
                                                    "--set", "curation.scenes.tiers={2s: 33}",
                                                    "--set", "curation.clips.width=64", "--set", "curation.clips.height=64"])
     return root / "out" / "shards"
+
+
+@pytest.fixture(scope="session")
+def one_process_run(shards, tmp_path_factory) -> Path:
+    """One process at a global batch of 2 under ``DISTRIBUTED_SETTINGS``: the reference that two
+    processes (FSDP under torchrun, and Ray Train workers) with a batch of 1 each must match."""
+    output = tmp_path_factory.mktemp("one-process") / "one"
+    train(output, f"{shards}/shard-*.tar", *DISTRIBUTED_SETTINGS, "data.batch_size=2")
+    return output

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "training" / "configs" / "tiny.yaml"
 # Shot lengths whose cuts land on f % 4 == 1 and whose totals are 4k + 1.
 SHOT_PLANS = [[21, 20, 24], [17, 16], [33], [9, 12, 12], [13, 20], [25, 8]]
+# Settings under which a distributed run (FSDP over torchrun, Ray Train) must match one process.
+DISTRIBUTED_SETTINGS = ("optim.max_steps=4", "checkpoint.every=2", "validation.every=2", "data.shuffle_buffer=6")
 WORDS = ["red", "green", "blue", "orange", "purple", "bright", "slow", "wide", "close", "moving"]
 
 
@@ -107,3 +109,12 @@ def read_metrics(output: Path) -> list[dict]:
 
 def losses(output: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in read_metrics(output) if "loss" in row}
+
+
+def assert_same_metrics(one: list[dict], other: list[dict]) -> None:
+    """Two runs' metrics rows agree step by step: loss, validation loss and gradient norm within 1e-5."""
+    assert [r["step"] for r in one] == [r["step"] for r in other]
+    for a, b in zip(one, other):
+        for key in ("loss", "val_loss", "grad_norm"):
+            if key in a:
+                assert abs(a[key] - b[key]) <= 1e-5 * abs(a[key]), (a, b)
