@@ -21,13 +21,14 @@ def test_two_process_fsdp_matches_one_process(shards, one_process_run, tmp_path)
     assert (tmp_path / "two" / "export" / "dit.safetensors").is_file()
 
 
-def test_context_parallel_matches_one_process_and_resumes(shards, tmp_path):
+def test_context_parallel_matches_one_process_and_resumes(shards, one_process_run, tmp_path):
     """Two ranks splitting each sample's tokens train as one rank does, and a resumed run goes on alike."""
     pattern = f"{shards}/shard-*.tar"
-    train(tmp_path / "one", pattern, *SETTINGS, "data.batch_size=1")
-    train(tmp_path / "cp", pattern, *SETTINGS, "data.batch_size=1", "parallel.context=2", nproc=2)
+    # One context-parallel group reads the stream one process reads: the same batches of 2.
+    train(tmp_path / "cp", pattern, *SETTINGS, "data.batch_size=2", "parallel.context=2", nproc=2)
     cp = read_metrics(tmp_path / "cp")
-    assert_same_metrics(read_metrics(tmp_path / "one"), cp)
+    assert [r["step"] for r in cp] == [0, 1, 2, 2, 3, 4, 4]
+    assert_same_metrics(read_metrics(one_process_run), cp)
     # Resume the context-parallel run from its step-2 checkpoint: steps 3 and 4 again, same losses.
     resumed = tmp_path / "resumed"
     shutil.copytree(tmp_path / "cp", resumed)
@@ -35,7 +36,7 @@ def test_context_parallel_matches_one_process_and_resumes(shards, tmp_path):
     (resumed / "checkpoints" / "latest").write_text("step-00000002")
     kept = [line for line in (resumed / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 2]
     (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
-    train(resumed, pattern, *SETTINGS, "data.batch_size=1", "parallel.context=2", nproc=2, resume=True)
+    train(resumed, pattern, *SETTINGS, "data.batch_size=2", "parallel.context=2", nproc=2, resume=True)
     after = {r["step"]: r["loss"] for r in read_metrics(resumed) if "loss" in r}
     before = {r["step"]: r["loss"] for r in cp if "loss" in r}
     for step in (3, 4):
