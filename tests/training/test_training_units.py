@@ -110,7 +110,8 @@ def test_every_command_line_flag_says_what_it_does_and_its_default(module):
 
 def test_checkpointing_options_reach_the_model():
     model = build_model(load_config(None, ["model.preset=tiny", "model.selective_checkpoint_blocks=1"]))
-    assert model.gradient_checkpointing and model.selective_checkpoint_blocks == 1
+    assert model.gradient_checkpointing and model.selective_checkpoint_blocks == 1 and not model.offload_checkpoints
+    assert build_model(load_config(None, ["model.preset=tiny", "model.offload_checkpoints=true"])).offload_checkpoints
     assert not build_model(load_config(None, ["model.preset=tiny", "model.gradient_checkpointing=false"])).gradient_checkpointing
     with pytest.raises(ValueError, match="selective_blocks"):
         build_model(load_config(None, ["model.preset=tiny", "model.selective_checkpoint_blocks=-1"]))
