@@ -2,7 +2,8 @@
 
 ``OUTPUT/checkpoints/step-00000100/`` holds the DCP files of the (sharded) model and optimizer and
 ``trainer.pt``: step, LR schedule, every rank's data position and skipped-sample count, and every
-rank's torch RNG state. ``OUTPUT/checkpoints/latest`` names the newest complete checkpoint; it is
+rank's torch RNG state. Only trained parameters are saved: a LoRA run's frozen base (28 GB for an
+A14B expert) is rebuilt by ``build_model`` from ``model.checkpoint`` or the seed, as the run began. ``OUTPUT/checkpoints/latest`` names the newest complete checkpoint; it is
 written last, so a run killed while saving resumes from the one before.
 """
 
@@ -21,6 +22,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -67,10 +69,23 @@ def _prune(root: Path, step: int, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# What a checkpoint holds of the model: the parameters that train. Loading leaves the frozen ones as
+# built; ``_check_loaded`` makes sure that nothing else was missing.
+TRAINED = StateDictOptions(ignore_frozen_params=True)
+_LOAD_TRAINED = StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
+def _check_loaded(model, missing_keys: list[str], folder: Path) -> None:
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    missing = sorted(set(missing_keys) - frozen)
+    if missing:
+        raise KeyError(f"{folder} lacks {len(missing)} trained parameters, e.g. {missing[:3]}")
+
+
 def save(root: Path, step: int, model, optimizer, scheduler, position: Position, skipped: int, keep: int) -> Path:
     """Save a resumable checkpoint of ``step``, keeping the ``keep`` newest; collective (every rank calls it)."""
     folder = root / f"step-{step:08d}"
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=TRAINED)
     _dcp(dcp.save, {"model": model_sd, "optim": optim_sd}, folder)
     ranks = _gather({"position": asdict(position), "skipped": skipped, "rng": torch.get_rng_state()})
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -91,10 +106,12 @@ def latest(root: Path) -> Path | None:
 
 def load(folder: Path, model, optimizer, scheduler, rank: int) -> tuple[int, Position, int]:
     """Restore model, optimizer, schedule and this rank's RNG; returns (step, data position, skipped)."""
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=TRAINED)
     state = {"model": model_sd, "optim": optim_sd}
     _dcp(dcp.load, state, folder)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    loaded = set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                            options=_LOAD_TRAINED)
+    _check_loaded(model, loaded.missing_keys, folder)
     trainer = torch.load(folder / TRAINER_STATE, weights_only=True)
     scheduler.load_state_dict(trainer["scheduler"])
     ranks = trainer["ranks"]
@@ -111,9 +128,12 @@ def load(folder: Path, model, optimizer, scheduler, rank: int) -> tuple[int, Pos
     return trainer["step"], resplit_position([Position(**r["position"]) for r in ranks]), skipped
 
 
-def load_model_only(state: dict, folder: Path) -> None:
-    """Fill ``{"model": state_dict}`` from a checkpoint, in one process (for export)."""
+def load_trained(model, folder: Path) -> None:
+    """Load a checkpoint's trained parameters into ``model`` as ``build_model`` built it, in one process
+    (for export)."""
+    state = {"model": get_model_state_dict(model, options=TRAINED)}
     _dcp(dcp.load, state, folder)
+    _check_loaded(model, set_model_state_dict(model, state["model"], options=_LOAD_TRAINED).missing_keys, folder)
 
 
 def export(model, path: Path, layout: str, lora: LoRAConfig | None, is_main: bool) -> None:

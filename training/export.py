@@ -2,8 +2,8 @@
 
     python -m training.export OUTPUT [--step N] [--layout wan|diffusers] [--out FILE]
 
-Builds the model from ``OUTPUT/config.yaml``, loads the DCP checkpoint (any world size it was saved
-with), folds LoRA adapters into the weights and writes ``OUTPUT/export/dit-step-N.safetensors``.
+Builds the model from ``OUTPUT/config.yaml`` (a LoRA run's frozen base as the run built it), loads the
+DCP checkpoint (any world size it was saved with), folds LoRA adapters into the weights and writes ``OUTPUT/export/dit-step-N.safetensors``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from torch.distributed.checkpoint.state_dict import get_model_state_dict
+import torch
 
 from . import checkpointing
 from .config import argument_parser, load_config
@@ -24,10 +24,9 @@ def export_checkpoint(output: Path, step: int | None = None, layout: str = "wan"
     folder = output / "checkpoints" / f"step-{step:08d}" if step is not None else checkpointing.latest(output / "checkpoints")
     if folder is None or not folder.is_dir():
         raise FileNotFoundError(f"no checkpoint in {output / 'checkpoints'}")
-    model = build_model(config)
-    state = {"model": get_model_state_dict(model)}
-    checkpointing.load_model_only(state, folder)
-    model.load_state_dict(state["model"])
+    # On the kind of device the trainer built it on: a LoRA checkpoint's frozen base is rebuilt, not read.
+    model = build_model(config, "cuda" if torch.cuda.is_available() else "cpu")
+    checkpointing.load_trained(model, folder)
     out = out or output / "export" / f"dit-{folder.name}.safetensors"
     checkpointing.export(model, out, layout, config.lora, is_main=True)
     return out

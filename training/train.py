@@ -63,8 +63,13 @@ RUN_OUTPUTS = (*RUN_HISTORY, "tensorboard", "samples", "export", "config.yaml")
 
 
 def build_model(config: TrainConfig, device: torch.device | str = "cpu") -> WanDiT:
-    """The DiT with its initial weights, built on ``device``: random initialisation on the GPU takes
-    seconds for a 14B expert where the CPU takes minutes, and needs no host copy of the weights."""
+    """The DiT with its initial weights: ``model.checkpoint``, or random from ``config.seed``, the same
+    on every rank and in every process that builds it on the same kind of device (resume and export
+    rebuild a LoRA run's frozen base here: its checkpoints hold the adapters only).
+
+    Built on ``device``: random initialisation on the GPU takes seconds for a 14B expert where the CPU
+    takes minutes, and needs no host copy of the weights."""
+    torch.manual_seed(config.seed)
     with torch.device(device):
         model = WanDiT(get_config(config.model.preset, **config.model.overrides))
     if config.model.checkpoint:
@@ -150,7 +155,6 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     bf16 = cuda and config.mixed_precision == "bf16"
 
     # Same initial weights on every rank, whatever the world size; FSDP then shards them.
-    torch.manual_seed(config.seed)
     model = build_model(config, world.device).to(world.device)
     model.enable_context_parallel(world.context_parallel)
     if bf16 and config.lora.enabled:

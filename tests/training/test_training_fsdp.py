@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 from training_helpers import DISTRIBUTED_SETTINGS as SETTINGS
-from training_helpers import assert_same_metrics, read_metrics, train
+from training_helpers import assert_same_metrics, read_metrics, rewind, train
 
 
 def test_two_process_fsdp_matches_one_process(shards, one_process_run, tmp_path):
@@ -30,12 +27,7 @@ def test_context_parallel_matches_one_process_and_resumes(shards, one_process_ru
     assert [r["step"] for r in cp] == [0, 1, 2, 2, 3, 4, 4]
     assert_same_metrics(read_metrics(one_process_run), cp)
     # Resume the context-parallel run from its step-2 checkpoint: steps 3 and 4 again, same losses.
-    resumed = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "cp", resumed)
-    shutil.rmtree(resumed / "checkpoints" / "step-00000004")
-    (resumed / "checkpoints" / "latest").write_text("step-00000002")
-    kept = [line for line in (resumed / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 2]
-    (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    resumed = rewind(tmp_path / "cp", tmp_path / "resumed", 2)
     train(resumed, pattern, *SETTINGS, "data.batch_size=2", "parallel.context=2", nproc=2, resume=True)
     after = {r["step"]: r["loss"] for r in read_metrics(resumed) if "loss" in r}
     before = {r["step"]: r["loss"] for r in cp if "loss" in r}

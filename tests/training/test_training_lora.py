@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.distributed.checkpoint.state_dict import get_model_state_dict
-from training_helpers import TINY_CONFIG, losses, train
+import torch.distributed.checkpoint as dcp
+from training_helpers import TINY_CONFIG, losses, rewind, train
 
 from holocine_model import WanDiT, get_config, load_checkpoint
 from training import checkpointing
@@ -15,7 +15,7 @@ from training.config import load_config
 from training.export import export_checkpoint
 from training.train import build_model, main
 
-SETTINGS = ("optim.max_steps=2", "checkpoint.every=2", "validation.every=0",
+SETTINGS = ("optim.max_steps=2", "checkpoint.every=1", "validation.every=0",
             "lora.enabled=true", "lora.rank=4", "lora.alpha=8")
 LORA_A = ".lora_A.default.weight"
 
@@ -23,13 +23,15 @@ LORA_A = ".lora_A.default.weight"
 def base_plus_delta(output: Path) -> dict[str, torch.Tensor]:
     """The run's initial DiT weights plus (alpha / rank) B A of the adapters in its last checkpoint."""
     config = load_config(output / "config.yaml")
-    state = {"model": get_model_state_dict(build_model(config))}
-    checkpointing.load_model_only(state, checkpointing.latest(output / "checkpoints"))
-    trained = state["model"]
-    torch.manual_seed(config.seed)  # the trainer builds its model after this seed
+    folder = checkpointing.latest(output / "checkpoints")
+    # The checkpoint holds the adapters and no base weight.
+    saved = [key for key in dcp.FileSystemReader(str(folder)).read_metadata().state_dict_metadata if key.startswith("model.")]
+    assert saved and all(".lora_" in key for key in saved), saved
+    model = build_model(config)
+    checkpointing.load_trained(model, folder)
+    trained = model.state_dict()
+    torch.manual_seed(config.seed)
     expected = WanDiT(get_config("tiny")).state_dict()
-    frozen = {name.replace(".base_layer.", "."): value for name, value in trained.items() if ".lora_" not in name}
-    assert frozen.keys() == expected.keys() and all(torch.equal(frozen[n], expected[n]) for n in expected)
     adapters = [name.removesuffix(LORA_A) for name in trained if name.endswith(LORA_A)]
     assert len(adapters) == 10 * get_config("tiny").num_layers  # q, k, v, o of both attentions, 2 FFN layers
     for module in adapters:
@@ -51,12 +53,18 @@ def test_lora_runs_export_base_plus_delta_in_one_process_and_under_fsdp(shards, 
 
     for output in (tmp_path / "one", tmp_path / "two"):
         expected = base_plus_delta(output)
-        # The run's own export and training.export's of its last checkpoint.
+        # The run's own export (of the model it trained) and training.export's (of its last checkpoint,
+        # the base rebuilt): both are the initial weights plus the adapters' delta.
         for path in (output / "export" / "dit.safetensors", export_checkpoint(output)):
             model = WanDiT(get_config("tiny"))
             assert load_checkpoint(model, path) == ([], [])
             exported = model.state_dict()
             assert all(torch.allclose(exported[n], expected[n], atol=1e-6) for n in expected), path
+
+    # Resumed from its step-1 checkpoint (adapters and their AdamW state), the run takes step 2 again.
+    resumed = rewind(tmp_path / "two", tmp_path / "resumed", 1)
+    train(resumed, pattern, *SETTINGS, "data.batch_size=1", nproc=2, resume=True)
+    assert abs(losses(resumed)[2] - two[2]) <= 1e-6 * two[2]
 
 
 def test_a_frozen_base_in_bf16_trains_only_the_fp32_adapters():

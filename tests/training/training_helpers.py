@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -118,3 +119,16 @@ def assert_same_metrics(one: list[dict], other: list[dict]) -> None:
         for key in ("loss", "val_loss", "grad_norm"):
             if key in a:
                 assert abs(a[key] - b[key]) <= 1e-5 * abs(a[key]), (a, b)
+
+
+def rewind(run: Path, copy: Path, step: int) -> Path:
+    """A copy of a finished run as a run killed right after its checkpoint of ``step`` would have left it."""
+    shutil.copytree(run, copy)
+    checkpoints = copy / "checkpoints"
+    for folder in checkpoints.glob("step-*"):
+        if int(folder.name.removeprefix("step-")) > step:
+            shutil.rmtree(folder)
+    (checkpoints / "latest").write_text(f"step-{step:08d}")
+    kept = [line for line in (copy / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= step]
+    (copy / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    return copy
