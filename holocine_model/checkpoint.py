@@ -14,13 +14,16 @@ files only through ``torch.load(weights_only=True)``. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +117,28 @@ def to_diffusers_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return _rename(state_dict, src=0)
 
 
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
+class _TensorFile(dict):
+    """A ``torch.load``-ed state dict behind the part of ``safe_open``'s interface used here."""
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        return self[key]
+
+
+@contextlib.contextmanager
+def _open_tensors(path: Path, device: str) -> Iterator[safe_open | _TensorFile]:
+    """Safetensors open lazily (a tensor is read when asked for); other files only through
+    ``torch.load(weights_only=True)``, whole."""
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), framework="pt", device=device) as tensors:
+            yield tensors
+    else:
+        yield _TensorFile(torch.load(path, map_location=device, weights_only=True))
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint: a file, a ``*.index.json`` of shards, or a directory holding one of them."""
+@contextlib.contextmanager
+def _open_checkpoint(path: str | Path, device: str = "cpu") -> Iterator[dict[str, safe_open | _TensorFile]]:
+    """Every tensor name of a checkpoint (a file, a ``*.index.json`` of shards, or a directory holding
+    one of them) with the open file that holds it."""
     path = Path(path)
     if path.is_dir():
         indexes = sorted(path.glob("*.safetensors.index.json"))
@@ -132,24 +149,47 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             path = files[0]
         else:
             raise FileNotFoundError(f"{path}: expected one *.safetensors or one *.safetensors.index.json")
-    if path.name.endswith(".index.json"):
-        weight_map = json.loads(path.read_text())["weight_map"]
-        state_dict: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            state_dict.update(_read_file(path.parent / shard))
-        missing = set(weight_map) - set(state_dict)
+    weight_map = json.loads(path.read_text())["weight_map"] if path.name.endswith(".index.json") else None
+    files = [path.parent / shard for shard in sorted(set(weight_map.values()))] if weight_map else [path]
+    with contextlib.ExitStack() as stack:
+        holders = {}
+        for file in files:
+            tensors = stack.enter_context(_open_tensors(file, device))
+            holders.update(dict.fromkeys(tensors.keys(), tensors))
+        missing = set(weight_map or ()) - set(holders)
         if missing:
             raise KeyError(f"{path}: {len(missing)} indexed keys missing from the shards, e.g. {sorted(missing)[:3]}")
-        return state_dict
-    return _read_file(path)
+        yield holders
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint: a file, a ``*.index.json`` of shards, or a directory holding one of them."""
+    with _open_checkpoint(path) as holders:
+        return {key: tensors.get_tensor(key) for key, tensors in holders.items()}
+
+
+@torch.no_grad()
 def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
-    """Load Wan- or diffusers-layout weights into ``model``; returns (missing, unexpected) keys."""
-    state_dict = to_wan_keys(read_state_dict(path))
-    result = model.load_state_dict(state_dict, strict=strict)
-    logger.info("loaded %d tensors from %s", len(state_dict), path)
-    return list(result.missing_keys), list(result.unexpected_keys)
+    """Load Wan- or diffusers-layout weights into ``model``; returns (missing, unexpected) keys.
+
+    Safetensors are read a tensor at a time onto the model's device, so host memory never holds the
+    whole checkpoint (an A14B expert is 28 GB, read by every rank of a node).
+    """
+    params = model.state_dict()  # these share the parameters' storage
+    device = str(next(iter(params.values())).device) if params else "cpu"
+    with _open_checkpoint(path, device) as holders:
+        sources = to_wan_keys({key: key for key in holders})  # our name -> the file's name
+        missing, unexpected = sorted(params.keys() - sources.keys()), sorted(sources.keys() - params.keys())
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for name in params.keys() & sources.keys():
+            tensor = holders[sources[name]].get_tensor(sources[name])
+            if tensor.shape != params[name].shape:
+                raise RuntimeError(f"{path}: {sources[name]} has shape {list(tensor.shape)}, "
+                                   f"the model's {name} {list(params[name].shape)}")
+            params[name].copy_(tensor)
+    logger.info("loaded %d tensors from %s", len(sources), path)
+    return missing, unexpected
 
 
 def save_checkpoint(

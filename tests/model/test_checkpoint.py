@@ -113,3 +113,23 @@ def test_bf16_checkpoint_loads_into_matching_model(tmp_path):
     dst = random_model(1).to(torch.bfloat16)
     load_checkpoint(dst, tmp_path)
     assert_same_weights(src, dst)
+
+
+def test_mismatched_checkpoints_are_refused_or_loaded_in_part(tmp_path):
+    src = random_model(0)
+    state = src.state_dict()
+    partial = {k: v for k, v in state.items() if not k.startswith("blocks.1.")}
+    partial["blocks.0.extra.weight"] = torch.zeros(2)
+    save_file(partial, str(tmp_path / "partial.safetensors"))
+    dst = random_model(1)
+    with pytest.raises(RuntimeError, match=r"missing \['blocks.1.*unexpected \['blocks.0.extra.weight'\]"):
+        load_checkpoint(dst, tmp_path / "partial.safetensors")
+    missing, unexpected = load_checkpoint(dst, tmp_path / "partial.safetensors", strict=False)
+    assert missing == sorted(k for k in state if k.startswith("blocks.1.")) and unexpected == ["blocks.0.extra.weight"]
+    loaded = dst.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in partial if k in state)
+    assert not torch.equal(loaded["blocks.1.modulation"], state["blocks.1.modulation"])
+
+    save_file({**state, "head.head.weight": torch.zeros(3, 3)}, str(tmp_path / "shape.safetensors"))
+    with pytest.raises(RuntimeError, match=r"head.head.weight has shape \[3, 3\]"):
+        load_checkpoint(random_model(1), tmp_path / "shape.safetensors")
