@@ -247,7 +247,9 @@ class WanDiT(nn.Module):
             raise ValueError(f"layout is for {layout.batch_size} samples of {layout.num_frames} latent frames, "
                              f"latents have {batch} of {grid[0]}")
 
-        x = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+        # Contiguous: every block then sees one layout (one compiled graph for all, not one for the first
+        # block's transposed input), and an offloaded block input is no view into a larger tensor.
+        x = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2).contiguous()
 
         # Timestep embedding in fp32 (Wan runs it under fp32 autocast).
         t_emb = self.time_embedding(sinusoidal_embedding(timesteps, cfg.freq_dim).to(self.time_embedding[0].weight.dtype))
