@@ -248,7 +248,7 @@ class WanDiT(nn.Module):
                              f"latents have {batch} of {grid[0]}")
 
         # Contiguous: every block then sees one layout (one compiled graph for all, not one for the first
-        # block's transposed input), and an offloaded block input is no view into a larger tensor.
+        # block's transposed input), and an offloaded block input spans only its own elements.
         x = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2).contiguous()
 
         # Timestep embedding in fp32 (Wan runs it under fp32 autocast).

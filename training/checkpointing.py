@@ -3,8 +3,9 @@
 ``OUTPUT/checkpoints/step-00000100/`` holds the DCP files of the (sharded) model and optimizer and
 ``trainer.pt``: step, LR schedule, every rank's data position and skipped-sample count, and every
 rank's torch RNG state. Only trained parameters are saved: a LoRA run's frozen base (28 GB for an
-A14B expert) is rebuilt by ``build_model`` from ``model.checkpoint`` or the seed, as the run began. ``OUTPUT/checkpoints/latest`` names the newest complete checkpoint; it is
-written last, so a run killed while saving resumes from the one before.
+A14B expert) is rebuilt by ``build_model`` from ``model.checkpoint`` or the seed, as the run began.
+``OUTPUT/checkpoints/latest`` names the newest complete checkpoint; it is written last, so a run
+killed while saving resumes from the one before.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
     python -m training.export OUTPUT [--step N] [--layout wan|diffusers] [--out FILE]
 
-Builds the model from ``OUTPUT/config.yaml`` (a LoRA run's frozen base as the run built it), loads the
-DCP checkpoint (any world size it was saved with), folds LoRA adapters into the weights and writes ``OUTPUT/export/dit-step-N.safetensors``.
+Builds the model from ``OUTPUT/config.yaml`` (a LoRA run's frozen base as the run built it), loads
+the DCP checkpoint (any world size it was saved with), folds LoRA adapters into the weights and
+writes ``OUTPUT/export/dit-step-N.safetensors``.
 """
 
 from __future__ import annotations
