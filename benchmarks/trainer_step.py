@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 import train_step  # noqa: E402  (benchmarks/train_step.py: the model step)
 from curation.shard_index import write_indexed_tar  # noqa: E402
 from training.cache import SPAN_RULE  # noqa: E402
-from training.config import ModelSection  # noqa: E402
+from training.config import ModelSection, load_config  # noqa: E402
 
 
 def write_cache(folder: Path, tier: train_step.Tier, preset: str, samples: int, shards: int = 2) -> None:
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="more trainer overrides, e.g. lora.enabled=true (repeatable)")
     args = parser.parse_args()
-    lora = "lora.enabled=true" in args.set
+    lora = load_config(None, args.set).lora.enabled  # the trainer's own reading of the overrides
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     peak = train_step.matmul_peak_tflops()
     print(json.dumps({"device": device, "gpus": torch.cuda.device_count(), "torch": torch.__version__,

@@ -13,8 +13,8 @@ def _span(tensor: torch.Tensor) -> int:
 def _pack(tensor: torch.Tensor) -> tuple:
     if tensor.numel() == 0:
         return tensor.device, tensor
-    # One flat copy of the storage the tensor covers, so the backward gets back the saved strides:
-    # compiled blocks return padded, transposed layouts and their recomputation asserts them, where
+    # One flat copy of the storage the tensor covers, so the backward gets back the saved strides: a
+    # compiled block's backward asserts the layouts its forward saw, and
     # ``torch.autograd.graph.save_on_cpu`` would hand back a contiguous tensor.
     flat = tensor.as_strided((_span(tensor),), (1,))
     host = torch.empty(flat.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
