@@ -25,6 +25,7 @@ recomputation; with LoRA the frozen weights' gradients are not counted either (s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -88,7 +89,8 @@ def run_trainer(cache: Path, tier: train_step.Tier, preset: str, gpus: int, step
     command = [*launcher, "-m", "training.train", "--config", str(REPO / "training/configs/tiny.yaml"), *overrides, "--overwrite"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     metrics = output / "metrics.jsonl"
-    with tempfile.TemporaryFile("w+") as log:
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / "trainer.log", "w+") as log:
         trainer = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         while trainer.poll() is None and len(_steps(metrics)) < steps:
             time.sleep(2)
@@ -165,13 +167,16 @@ def main() -> None:
                         help="GPUs sharing each sample (parallel.context) in the runs on more than one GPU")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="more trainer overrides, e.g. lora.enabled=true (repeatable)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the caches and the trainers' outputs (trainer.log, metrics.jsonl) here "
+                             "instead of in a temporary folder")
     args = parser.parse_args()
     lora = load_config(None, args.set).lora.enabled  # the trainer's own reading of the overrides
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     peak = train_step.matmul_peak_tflops()
     print(json.dumps({"device": device, "gpus": torch.cuda.device_count(), "torch": torch.__version__,
                       "bf16_matmul_tflops": round(peak)}), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory() as tmp:
         for name in args.tiers.split(","):
             tier = train_step.TIERS[name]
             cache = Path(tmp) / f"cache-{name}"

@@ -25,6 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .model import keeps_fp32
+
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("wan", "diffusers")
@@ -197,12 +199,15 @@ def save_checkpoint(
     path: str | Path,
     layout: str = "wan",
     max_shard_bytes: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> list[Path]:
-    """Save as safetensors in ``layout``; returns the files written.
+    """Save as safetensors in ``layout``; returns the files written, the index last.
 
     ``path`` is a ``.safetensors`` file. With ``max_shard_bytes`` the tensors are split into
     ``{stem}-0000i-of-0000n.safetensors`` shards next to it plus ``{path}.index.json`` (the
     diffusers / transformers convention), each shard holding whole tensors up to that size.
+    ``dtype`` (e.g. bf16) casts the floating-point weights except ``FP32_PARAMETERS``, which Wan
+    computes in fp32; None keeps every tensor's own dtype.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
@@ -210,6 +215,8 @@ def save_checkpoint(
     if isinstance(state_dict, torch.nn.Module):
         state_dict = state_dict.state_dict()
     state_dict = {k: v.detach().contiguous().cpu() for k, v in to_wan_keys(state_dict).items()}
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() and not keeps_fp32(k) else v for k, v in state_dict.items()}
     if layout == "diffusers":
         state_dict = to_diffusers_keys(state_dict)
     path = Path(path)

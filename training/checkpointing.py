@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from holocine_model import save_checkpoint
 
-from .config import LoRAConfig
+from .config import CheckpointConfig, LoRAConfig
 from .data import Position, resplit_position
 from .lora import merge_lora
 from .parallel import barrier
@@ -137,12 +137,15 @@ def load_trained(model, folder: Path) -> None:
     _check_loaded(model, set_model_state_dict(model, state["model"], options=_LOAD_TRAINED).missing_keys, folder)
 
 
-def export(model, path: Path, layout: str, lora: LoRAConfig | None, is_main: bool) -> None:
-    """Full weights (adapters merged) as safetensors in the Wan/DiffSynth or diffusers layout; collective."""
+def export(model, path: Path, settings: CheckpointConfig, lora: LoRAConfig | None, is_main: bool) -> Path:
+    """Full weights (adapters merged) as safetensors in the Wan/DiffSynth or diffusers layout, in the
+    settings' dtype and shards; returns what ``load_checkpoint`` reads: ``path``, or its index. Collective."""
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    max_shard_bytes = int(settings.export_shard_gb * 1e9) or None
     if is_main:
         if lora is not None and lora.enabled:
-            state = merge_lora(state, lora)
-        save_checkpoint(state, path, layout=layout)
-        log.info("exported %s (%s layout)", path, layout)
+            state = merge_lora(state, lora)  # in fp32, then cast
+        save_checkpoint(state, path, settings.export_layout, max_shard_bytes, getattr(torch, settings.export_dtype))
+        log.info("exported %s (%s layout, %s)", path, settings.export_layout, settings.export_dtype)
     barrier()
+    return path.with_name(f"{path.name}.index.json") if max_shard_bytes else path

@@ -109,10 +109,19 @@ class CheckpointConfig:
     # The newest checkpoints (by step) kept; older ones are deleted as each new one is saved.
     keep: int = 2
     export_layout: str = "wan"  # safetensors layout written at the end: "wan" (DiffSynth / HoloCine) or "diffusers"
+    # "float32" writes what was trained exactly; "bfloat16" halves the file (an A14B expert: 28.6 GB
+    # instead of 57 GB), keeping the parameters Wan computes in fp32 in fp32.
+    export_dtype: str = "float32"
+    # Shards of at most this many GB plus an index, as Wan's releases come (one file over 50 GB cannot go
+    # to the Hugging Face Hub); 0 = one file.
+    export_shard_gb: float = 0
 
     def __post_init__(self) -> None:
         if self.keep < 1:
             raise ValueError(f"checkpoint.keep must be at least 1, got {self.keep}")
+        if self.export_dtype not in ("float32", "bfloat16") or self.export_shard_gb < 0:
+            raise ValueError("need checkpoint.export_dtype float32 or bfloat16 and checkpoint.export_shard_gb >= 0, "
+                             f"got {self.export_dtype!r} and {self.export_shard_gb}")
 
 
 @dataclass

@@ -40,7 +40,7 @@ def freeze_base_in_bf16(model: WanDiT) -> WanDiT:
 
 
 def merge_lora(state_dict: dict[str, torch.Tensor], config: LoRAConfig) -> dict[str, torch.Tensor]:
-    """A full state dict with adapters folded in: ``W + (alpha / r) B A``, keys back to the base names."""
+    """A full state dict with adapters folded in: ``W + (alpha / r) B A`` in fp32, keys back to the base names."""
     scale = config.alpha / config.rank
     factors: dict[str, dict[str, torch.Tensor]] = {}
     out = {}
@@ -53,5 +53,5 @@ def merge_lora(state_dict: dict[str, torch.Tensor], config: LoRAConfig) -> dict[
     for module, ab in factors.items():
         weight = out[f"{module}.weight"]
         delta = (ab["B"].float() @ ab["A"].float()) * scale
-        out[f"{module}.weight"] = (weight.float() + delta).to(weight.dtype)
+        out[f"{module}.weight"] = weight.float() + delta  # fp32: a bf16 base would round small deltas away
     return out

@@ -208,6 +208,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     if step == 0 and config.validation.every:
         metrics.log(0, {"val_loss": validation_loss(runner, val_batches)})
 
+    if cuda:
+        # Building the model holds its full fp32 weights on every rank before FSDP shards them (53 GiB for an
+        # A14B expert): logged here, so that the steps' peak_gib is the training's own.
+        log.info("peak memory while setting up: %.1f GiB", torch.cuda.max_memory_allocated(world.device) / 2**30)
+        torch.cuda.reset_peak_memory_stats(world.device)
     model.train()
     data_meter = DataMeter(batches)
     last_log = time.perf_counter()
@@ -253,9 +258,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
 
     metrics.close()
     batches.close()
-    export_path = output / "export" / "dit.safetensors"
-    checkpointing.export(model, export_path, config.checkpoint.export_layout, config.lora, world.is_main)
-    return export_path
+    return checkpointing.export(model, output / "export" / "dit.safetensors", config.checkpoint, config.lora, world.is_main)
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@ import torch
 import torch.distributed.checkpoint as dcp
 from training_helpers import TINY_CONFIG, losses, rewind, train
 
-from holocine_model import WanDiT, get_config, load_checkpoint
+from holocine_model import WanDiT, get_config, load_checkpoint, read_state_dict
+from holocine_model.model import keeps_fp32
 from training import checkpointing
 from training.config import load_config
 from training.export import export_checkpoint
@@ -60,6 +61,16 @@ def test_lora_runs_export_base_plus_delta_in_one_process_and_under_fsdp(shards, 
             assert load_checkpoint(model, path) == ([], [])
             exported = model.state_dict()
             assert all(torch.allclose(exported[n], expected[n], atol=1e-6) for n in expected), path
+
+    # In bf16 and in shards, as an A14B expert goes to the Hub: the parameters Wan computes in fp32 stay fp32.
+    index = export_checkpoint(tmp_path / "two", out=tmp_path / "bf16" / "dit.safetensors", export_dtype="bfloat16",
+                              export_shard_gb=2e-5)
+    assert index.name == "dit.safetensors.index.json" and len(list(index.parent.glob("dit-*.safetensors"))) > 1
+    saved = read_state_dict(index)
+    assert saved.keys() == expected.keys()
+    for name, weight in expected.items():
+        assert saved[name].dtype == (torch.float32 if keeps_fp32(name) else torch.bfloat16), name
+        torch.testing.assert_close(saved[name], weight.to(saved[name].dtype))
 
     # Resumed from its step-1 checkpoint (adapters and their AdamW state), the run takes step 2 again.
     resumed = rewind(tmp_path / "two", tmp_path / "resumed", 1)
