@@ -194,6 +194,12 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, strict: bool = Tru
     return missing, unexpected
 
 
+def index_path(path: str | Path) -> Path:
+    """The index ``save_checkpoint`` writes next to the shards of ``path`` (``model.safetensors.index.json``)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.index.json")
+
+
 def save_checkpoint(
     model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor],
     path: str | Path,
@@ -242,6 +248,6 @@ def save_checkpoint(
         weight_map.update(dict.fromkeys(shard, shard_path.name))
         files.append(shard_path)
     total = sum(t.numel() * t.element_size() for t in state_dict.values())
-    index = path.parent / f"{path.name}.index.json"
+    index = index_path(path)
     index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     return files + [index]

@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from holocine_model import save_checkpoint
+from holocine_model import index_path, save_checkpoint
 
 from .config import CheckpointConfig, LoRAConfig
 from .data import Position, resplit_position
@@ -148,4 +148,4 @@ def export(model, path: Path, settings: CheckpointConfig, lora: LoRAConfig | Non
         save_checkpoint(state, path, settings.export_layout, max_shard_bytes, getattr(torch, settings.export_dtype))
         log.info("exported %s (%s layout, %s)", path, settings.export_layout, settings.export_dtype)
     barrier()
-    return path.with_name(f"{path.name}.index.json") if max_shard_bytes else path
+    return index_path(path) if max_shard_bytes else path
